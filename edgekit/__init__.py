@@ -1,0 +1,56 @@
+"""edgekit: take small language models to the edge.
+
+Export Hugging Face checkpoints to ONNX and GGUF with a quality gate, run them
+behind one torch-free API with fallback to a remote LLM, and profile them per
+target device.
+
+    import edgekit
+    art = edgekit.export_onnx("path/to/hf-model", "out/model-int8", quantize="int8")
+    model = edgekit.load("out/model-int8")
+    print(model.generate("The capital of France is", max_tokens=16).text)
+
+Names are imported lazily, so ``import edgekit`` stays light: the runtime never
+pulls in torch, and onnxruntime or llama-cpp-python load only when used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "load": "edgekit.runtimes",
+    "Model": "edgekit.runtimes.base",
+    "GenerationConfig": "edgekit.runtimes.base",
+    "GenerationResult": "edgekit.runtimes.base",
+    "TokenEvent": "edgekit.runtimes.base",
+    "export_onnx": "edgekit.exporters.onnx",
+    "gate_artifact": "edgekit.exporters.onnx",
+    "Artifact": "edgekit.exporters.onnx",
+    "read_manifest": "edgekit.manifest",
+    "Manifest": "edgekit.manifest",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgekit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgekit.exporters.onnx import Artifact, export_onnx, gate_artifact
+    from edgekit.manifest import Manifest, read_manifest
+    from edgekit.runtimes import load
+    from edgekit.runtimes.base import GenerationConfig, GenerationResult, Model, TokenEvent

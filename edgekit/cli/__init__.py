@@ -1,0 +1,91 @@
+"""The ``edgekit`` command line: the only place that exits.
+
+User errors print one line on stderr and exit 2; a failed gate or backend
+failure exits 1; ``--debug`` (or ``EDGEKIT_DEBUG=1``) shows tracebacks instead.
+Results go to stdout (``--json`` for machines), progress and errors to stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from edgekit import __version__
+from edgekit.errors import EdgekitError
+
+app = typer.Typer(
+    name="edgekit",
+    help="Take small language models to the edge: export (ONNX, GGUF) with a quality gate, run, bench.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+_state = {"debug": bool(os.environ.get("EDGEKIT_DEBUG"))}
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"edgekit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+):
+    if debug:
+        _state["debug"] = True
+
+
+def _register() -> None:
+    from edgekit.cli import export, inspect  # noqa: F401  (each module adds its commands to app)
+
+    for optional in ("run", "bench", "targets", "calibrate"):
+        try:
+            __import__(f"edgekit.cli.{optional}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"edgekit.cli.{optional}":
+                raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    from typer._click.exceptions import NoArgsIsHelpError
+    from typer.exceptions import TyperException
+
+    _register()
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="edgekit", standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        typer.echo("edgekit: aborted", err=True)
+        return 130
+    except NoArgsIsHelpError as exc:
+        exc.show()
+        return 0
+    except TyperException as exc:  # usage errors: bad option values, missing arguments
+        if _state["debug"]:
+            raise
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        message = " ".join(exc.format_message().split())
+        typer.echo(f"edgekit: error: {message}{hint}", err=True)
+        return exc.exit_code
+    except EdgekitError as exc:
+        if _state["debug"]:
+            raise
+        typer.echo(f"edgekit: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        typer.echo("edgekit: interrupted", err=True)
+        return 130
+    return 0
+
+
+def entry() -> None:  # console_scripts entry point
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""``edgekit export onnx|gguf`` and ``edgekit gate``."""
+
+from __future__ import annotations
+
+import importlib.util
+from enum import Enum
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+
+from edgekit.cli import app
+from edgekit.cli.output import err, gate_table, human_size, out, print_json
+from edgekit.errors import ConfigError, QualityGateError
+
+export_app = typer.Typer(
+    help="Convert a Hugging Face model into an artifact folder (ONNX or GGUF), checked by the quality gate.",
+    no_args_is_help=True,
+)
+app.add_typer(export_app, name="export")
+
+
+class Task(str, Enum):
+    auto = "auto"
+    feature_extraction = "feature-extraction"
+    text_classification = "text-classification"
+    text_generation = "text-generation"
+
+
+class Int8Mode(str, Enum):
+    auto = "auto"
+    dynamic = "dynamic"
+    blockwise = "blockwise"
+
+
+class OnnxQuant(str, Enum):
+    none = "none"
+    int8 = "int8"
+    int4 = "int4"
+    fp16 = "fp16"
+
+
+SOURCE_HELP = (
+    "A local Hugging Face model folder (works offline), a hub id such as org/name (online), "
+    "or packaged:minilm / packaged:smollm2 for the small models edgekit's test packages ship."
+)
+THRESHOLD_HELP = (
+    "Override one gate bound as METRIC=VALUE (repeatable). Metrics: kl_mean, kl_max, top1 (decoders); "
+    "cos_mean, cos_min (encoders); label_agreement, prob_diff_max (classifiers)."
+)
+
+
+def load_postprocess(spec: str) -> Callable:
+    """``path/to/file.py:function`` -> the function."""
+    file, sep, name = spec.rpartition(":")
+    if not sep or not file or not name:
+        raise ConfigError(f"--postprocess {spec!r} must look like path/to/file.py:function")
+    path = Path(file)
+    if not path.is_file():
+        raise ConfigError(f"--postprocess file {path} does not exist")
+    module_spec = importlib.util.spec_from_file_location(f"edgekit_postprocess_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:  # the user's file: report, do not crash
+        raise ConfigError(f"--postprocess file {path} failed to import: {type(exc).__name__}: {exc}") from exc
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise ConfigError(f"--postprocess: {path} has no function {name!r}")
+    return fn
+
+
+def report_result(artifact, as_json: bool) -> None:
+    m = artifact.manifest
+    if as_json:
+        print_json({"path": str(artifact.path), "manifest": m.model_dump(mode="json")})
+        return
+    gates = [(g.precision or "stage", g) for g in m.stage_gates] + [(m.precision, m.gate)]
+    out.print(gate_table(gates))
+    out.print(
+        f"[green]wrote[/] {artifact.path}  ({m.format}, {m.task}, {m.precision}, "
+        f"{human_size(artifact.size_bytes)}, gate {m.gate.status})"
+    )
+
+
+def report_gate_failure(exc: QualityGateError) -> None:
+    if exc.report is not None:
+        err.print(gate_table([(exc.report.precision or "artifact", exc.report)], title="quality gate (failed)"))
+
+
+@export_app.command("onnx")
+def export_onnx_cmd(
+    source: str = typer.Argument(..., help=SOURCE_HELP, show_default=False),
+    output: Path = typer.Option(..., "-o", "--output", help="Artifact folder to create (must not exist unless --force).", show_default=False),
+    task: Task = typer.Option(Task.auto, "--task", help="What the model does; auto reads it from config.json."),
+    quantize: OnnxQuant = typer.Option(
+        OnnxQuant.none, "--quantize", "-q",
+        help="none (fp32), int8 (dynamic, per-channel), int4 (weight-only MatMulNBits), fp16.",
+    ),
+    int8_mode: Int8Mode = typer.Option(
+        Int8Mode.auto, "--int8-mode",
+        help="int8 form: dynamic (quantize_dynamic, per-channel weights, per-tensor activations), blockwise "
+        "(MatMulNBits 8-bit, per-block activations); auto = dynamic for encoders, blockwise for decoders.",
+    ),
+    prompts: Optional[Path] = typer.Option(None, "--prompts", help="Gate prompts, one per line (default: 20 built-in prompts)."),
+    force: bool = typer.Option(False, "--force", help="Replace OUTPUT if it exists (only once the new artifact is complete)."),
+    threshold: List[str] = typer.Option([], "--threshold", help=THRESHOLD_HELP, show_default=False),
+    no_gate: bool = typer.Option(False, "--no-gate", help="Skip the quality gate (the manifest records it as skipped)."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Accept pickle (.bin) weights; loading a pickle runs code."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit) for hub ids."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="onnxruntime threads for the gate."),
+    postprocess: Optional[str] = typer.Option(
+        None, "--postprocess", help="FILE.py:FUNC applied to the traced onnx.ModelProto before quantization (graph edits).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+):
+    """Export to ONNX with optimum-onnx, quantize with onnxruntime, and gate the result against the original.
+
+    The artifact is built beside OUTPUT and renamed into place only when the gate passes:
+    a failed gate exits 1 and leaves nothing at OUTPUT.
+    """
+    from edgekit.exporters.onnx import export_onnx
+    from edgekit.progress import RichProgress
+    from edgekit.quality import parse_threshold_overrides
+
+    fn = load_postprocess(postprocess) if postprocess else None
+    try:
+        artifact = export_onnx(
+            source, output, task=task.value, quantize=quantize.value, prompts=prompts, force=force,
+            thresholds=parse_threshold_overrides(threshold), run_gate=not no_gate, allow_pickle=allow_pickle,
+            revision=revision, threads=threads, postprocess=fn, int8_mode=int8_mode.value, progress=RichProgress(err),
+        )
+    except QualityGateError as exc:
+        report_gate_failure(exc)
+        raise
+    report_result(artifact, as_json)
+
+
+@app.command("gate")
+def gate_cmd(
+    artifact: Path = typer.Argument(..., help="An ONNX artifact folder.", show_default=False),
+    source: str = typer.Option(..., "--source", "-s", help="The original model: " + SOURCE_HELP, show_default=False),
+    prompts: Optional[Path] = typer.Option(None, "--prompts", help="Gate prompts, one per line."),
+    threshold: List[str] = typer.Option([], "--threshold", help=THRESHOLD_HELP, show_default=False),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Accept pickle (.bin) weights in the source."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="onnxruntime threads."),
+    as_json: bool = typer.Option(False, "--json", help="Print the gate report as JSON."),
+):
+    """Re-run the quality gate of an existing artifact against its original model (exit 1 when it fails)."""
+    from edgekit.exporters.onnx import gate_artifact
+    from edgekit.progress import RichProgress
+    from edgekit.quality import parse_threshold_overrides
+
+    report = gate_artifact(
+        artifact, source, prompts=prompts, thresholds=parse_threshold_overrides(threshold),
+        allow_pickle=allow_pickle, threads=threads, progress=RichProgress(err),
+    )
+    if as_json:
+        print_json(report.model_dump(mode="json"))
+    else:
+        out.print(gate_table([(report.precision or "artifact", report)]))
+    if report.status == "failed":
+        raise QualityGateError("quality gate failed: " + "; ".join(report.failures), report)

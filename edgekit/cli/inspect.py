@@ -1,0 +1,34 @@
+"""``edgekit inspect``: show an artifact's manifest and verify its files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from edgekit.cli import app
+from edgekit.cli.output import manifest_tables, out, print_json
+
+
+@app.command("inspect")
+def inspect_cmd(
+    artifact: Path = typer.Argument(..., help="An artifact folder made by 'edgekit export'.", show_default=False),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Check every file's size and sha256 against the manifest."),
+):
+    """Show the manifest (source, precision, gate metrics, files, versions) and verify the file hashes.
+
+    Exits 2 when a file is missing or does not match its recorded sha256.
+    """
+    from edgekit.manifest import read_manifest, verify_files
+
+    manifest = read_manifest(artifact)
+    if verify:
+        verify_files(artifact, manifest, hashes=True)
+    if as_json:
+        print_json({"path": str(artifact), "verified": verify, "manifest": manifest.model_dump(mode="json")})
+        return
+    for table in manifest_tables(manifest, str(artifact)):
+        out.print(table)
+    if verify:
+        out.print(f"[green]verified[/]: all {len(manifest.files)} files match their sha256")

@@ -1,0 +1,128 @@
+"""The whole edgekit error tree.
+
+Every error edgekit raises on purpose derives from :class:`EdgekitError`.
+The tree splits into two halves, and the CLI maps them to exit codes:
+
+    EdgekitError
+    ├── UserError                 (exit 2: the input is wrong; the message says what to do)
+    │   ├── SourceError           model source missing, not a Hugging Face model, unsafe or corrupt weights
+    │   ├── UnsupportedModelError architecture or task the exporter/runtime cannot handle
+    │   ├── ArtifactError         not an artifact, hash mismatch, corrupt or truncated model file
+    │   ├── ConfigError           bad option values, bad config/prompts files, output path problems
+    │   ├── ContextOverflowError  prompt longer than the model's context
+    │   └── MissingDependencyError an optional extra is not installed (names the pip command)
+    └── BackendError              (exit 1: something failed while doing the work)
+        ├── ExportError           tracing / conversion / quantization failed
+        ├── QualityGateError      the artifact differs from its reference beyond the thresholds
+        ├── RemoteError           the remote LLM tier failed
+        │   ├── RemoteTimeout
+        │   ├── RemoteUnavailable connection refused/dropped, 5xx after retries, 429 after retries
+        │   ├── RemoteAuthError   401/403: wrong key, never retried
+        │   └── RemoteProtocolError malformed responses or streams
+        ├── BenchRunError         a profiler run crashed or timed out
+        └── FallbackExhausted     both the local and the remote tier failed (carries both causes)
+
+Third-party exceptions are translated at the boundary (``raise X(...) from exc``)
+so callers only need to catch edgekit's types. Bugs (``TypeError``, ``KeyError``
+...) are not wrapped: they propagate.
+"""
+
+from __future__ import annotations
+
+
+class EdgekitError(Exception):
+    """Root of every error edgekit raises on purpose."""
+
+    exit_code = 1
+
+
+class UserError(EdgekitError):
+    """The input is wrong; the message says what is wrong and what to do."""
+
+    exit_code = 2
+
+
+class SourceError(UserError):
+    """A model source is missing, not a Hugging Face model, unsafe or corrupt."""
+
+
+class UnsupportedModelError(UserError):
+    """An architecture or task that the exporter or runtime cannot handle."""
+
+
+class ArtifactError(UserError):
+    """A path that is not a valid artifact: missing manifest, hash mismatch, corrupt model file."""
+
+
+class ConfigError(UserError):
+    """An option, config file, prompts file or output path is wrong."""
+
+
+class ContextOverflowError(UserError):
+    """A prompt does not fit the model's context window."""
+
+    def __init__(self, message: str, *, prompt_tokens: int, context: int):
+        super().__init__(message)
+        self.prompt_tokens = prompt_tokens
+        self.context = context
+
+
+class MissingDependencyError(UserError):
+    """An optional dependency is missing; the message names the pip extra to install."""
+
+    def __init__(self, what: str, extra: str | None):
+        hint = f"pip install 'edgekit[{extra}]'" if extra else "reinstall edgekit (pip install edgekit)"
+        super().__init__(f"{what} is not installed: {hint}")
+        self.extra = extra
+
+
+class BackendError(EdgekitError):
+    """Something failed while doing the work (not the user's input)."""
+
+    exit_code = 1
+
+
+class ExportError(BackendError):
+    """Tracing, conversion or quantization failed."""
+
+
+class QualityGateError(BackendError):
+    """An artifact differs from its reference model beyond the gate's thresholds."""
+
+    def __init__(self, message: str, report=None):
+        super().__init__(message)
+        self.report = report
+
+
+class RemoteError(BackendError):
+    """The remote LLM tier failed."""
+
+
+class RemoteTimeout(RemoteError):
+    """The remote did not answer within the connect/read/total timeout."""
+
+
+class RemoteUnavailable(RemoteError):
+    """The remote refused or dropped the connection, or kept answering 5xx/429."""
+
+
+class RemoteAuthError(RemoteError):
+    """The remote rejected the credentials (401/403); never retried."""
+
+
+class RemoteProtocolError(RemoteError):
+    """The remote answered something that is not a valid OpenAI-compatible response."""
+
+
+class BenchRunError(BackendError):
+    """A profiler run crashed or exceeded its timeout."""
+
+
+class FallbackExhausted(BackendError):
+    """Both tiers failed; ``local_error`` and ``remote_error`` carry the causes."""
+
+    def __init__(self, message: str, *, local_error: BaseException | None, remote_error: BaseException | None):
+        super().__init__(message)
+        self.local_error = local_error
+        self.remote_error = remote_error
+

@@ -1,0 +1,105 @@
+"""Quantize an ONNX model with onnxruntime's own tools.
+
+* ``int8`` on encoders and classifiers: dynamic quantization, signed 8-bit weights
+  per output channel (``quantize_dynamic``); activations are quantized at run time
+  with one scale per tensor.
+* ``int8`` on decoders: 8-bit weights in blocks of 32 (``MatMulNBits`` bits=8) with
+  int8 compute (``accuracy_level=4``: activations quantized at run time per block).
+  Per-tensor activation scales do not survive the activation outliers of small
+  decoders: ``quantize_dynamic`` on SmolLM2-135M gave next-token KL 0.80 and top-1
+  agreement 0.55 (zeroing one whole MLP matrix gives KL 1.1), the block-wise form
+  KL 0.007 and top-1 0.93, and decodes faster. ``int8_mode="dynamic"`` forces the
+  per-tensor form anyway.
+* ``int4``: weight-only 4-bit blocks (``MatMulNBits``, asymmetric, block size 32,
+  int8 compute); activations stay float between the MatMuls.
+* ``fp16``: weights and compute in float16 with float32 inputs/outputs
+  (``onnxruntime.transformers.float16``).
+
+Models over 2 GB are written with external data (one ``<model>.data`` file).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import ExportError, MissingDependencyError
+
+QUANTIZATIONS = ("none", "int8", "int4", "fp16")
+PRECISION = {"none": "fp32", "int8": "int8", "int4": "int4", "fp16": "fp16"}
+TWO_GB = 2 * 1024**3
+
+
+def _needs_external(model_path: Path) -> bool:
+    total = model_path.stat().st_size
+    for p in model_path.parent.iterdir():
+        if p.name.startswith(model_path.name) and p != model_path and p.suffix in (".data", ".onnx_data"):
+            total += p.stat().st_size
+    return total > TWO_GB
+
+
+def _save(model, out: Path, external: bool) -> None:
+    import onnx
+
+    if external:
+        onnx.save_model(model, str(out), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=out.name + ".data", size_threshold=1024)
+    else:
+        onnx.save_model(model, str(out))
+
+
+def _nbits(src: Path, out: Path, external: bool, bits: int, symmetric: bool) -> tuple[str, dict[str, Any]]:
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    params = {"bits": bits, "block_size": 32, "symmetric": symmetric, "accuracy_level": 4}
+    q = MatMulNBitsQuantizer(
+        onnx.load(str(src)), bits=bits, block_size=32, is_symmetric=symmetric, accuracy_level=4,
+        op_types_to_quantize=("MatMul",),
+    )
+    q.process()
+    _save(q.model.model, out, external)
+    return "matmul_nbits", params
+
+
+def quantize(src: Path, out: Path, method: str, *, decoder: bool = False, int8_mode: str = "auto") -> tuple[str, dict[str, Any]]:
+    """Write the ``method`` quantization of ``src`` to ``out``; return (onnxruntime tool used, its parameters)."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime.quantization as ortq
+    except ImportError as exc:
+        raise MissingDependencyError("onnx (for quantization)", "export") from exc
+    external = _needs_external(src)
+    logging.getLogger("onnxruntime.quantization").setLevel(logging.ERROR)
+    try:
+        if method == "int8" and (int8_mode == "dynamic" or (int8_mode == "auto" and not decoder)):
+            ortq.quantize_dynamic(
+                str(src), str(out), per_channel=True, reduce_range=False, weight_type=ortq.QuantType.QInt8,
+                use_external_data_format=external,
+            )
+            return "quantize_dynamic", {"weight_type": "int8", "per_channel": True, "activations": "dynamic per tensor"}
+        if method == "int8" or method == "int4":
+            return _nbits(src, out, external, bits=8 if method == "int8" else 4, symmetric=method == "int8")
+        if method == "fp16":
+            import onnx
+            from onnxruntime.transformers.float16 import convert_float_to_float16
+
+            model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+            _save(model, out, external)
+            return "float16", {"keep_io_types": True}
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # onnx/onnxruntime raise many types; translate at the boundary
+        raise ExportError(f"{method} quantization failed: {type(exc).__name__}: {str(exc)[:300]}") from exc
+    raise ValueError(f"unknown quantization {method!r}")
+
+
+def model_files(model_path: Path) -> list[Path]:
+    """The model file and its external data files, if any."""
+    out = [model_path]
+    for p in sorted(model_path.parent.iterdir()):
+        if p != model_path and p.name.startswith(model_path.name) and p.is_file():
+            out.append(p)
+    return out
+

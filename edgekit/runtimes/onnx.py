@@ -1,0 +1,258 @@
+"""onnxruntime backend: decoders with a KV cache, encoders, classifiers. No torch.
+
+Decoders are optimum's ``text-generation-with-past`` export: inputs ``input_ids``,
+``attention_mask``, ``position_ids`` (when present) and ``past_key_values.N.key/value``;
+outputs ``logits`` and ``present.N.key/value``. The loop runs through an
+``IOBinding``: the ``present`` tensors onnxruntime allocates for one step are
+bound as the ``past`` inputs of the next as they are (OrtValues), so the cache is
+never copied into or out of numpy between tokens.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from edgekit.errors import ArtifactError, BackendError, ConfigError, MissingDependencyError
+from edgekit.manifest import Manifest, ModelInfo
+from edgekit.runtimes.base import Model
+from edgekit.runtimes.tokenizer import HFTokenizer
+
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+def _ort():
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise MissingDependencyError("onnxruntime", None) from exc
+    return ort
+
+
+def make_session(path: Path, threads: int | None = None):
+    """An onnxruntime CPU session; a file onnxruntime cannot read is an :class:`ArtifactError`."""
+    ort = _ort()
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads must be an integer >= 1, got {threads!r}")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.inter_op_num_threads = 1
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    if not path.is_file():
+        raise ArtifactError(f"{path} does not exist: pass an artifact folder or an .onnx file")
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
+        reason = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__
+        raise ArtifactError(f"{path} is not a loadable ONNX model (corrupt or truncated?): {reason}") from exc
+
+
+def _run_error(exc: Exception) -> BackendError:
+    return BackendError(f"onnxruntime failed while running the model: {str(exc).strip().splitlines()[-1][:300]}")
+
+
+class OnnxModel(Model):
+    backend = "onnx"
+
+    def __init__(self, folder: Path, model_file: str, info: ModelInfo, *, threads=None, manifest: Manifest | None = None):
+        super().__init__(folder, manifest)
+        t0 = time.perf_counter()
+        self.info = info
+        self.model_path = folder / model_file
+        self.session = make_session(self.model_path, threads)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.tokenizer = HFTokenizer(folder, max_length=info.context_length if self.kind != "decoder" else None)
+        self.chat_template = self.tokenizer.chat_template
+        self.special_tokens = dict(self.tokenizer.special_tokens)
+        self.context_length = info.context_length or 2048
+        self._setup()
+        self.load_seconds = time.perf_counter() - t0
+
+    def _setup(self) -> None:
+        pass
+
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+        return self.tokenizer.encode(text, add_special=add_special)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+    def _encoder_feeds(self, texts: list[str]) -> tuple[dict, np.ndarray]:
+        ids, mask = self.tokenizer.encode_batch(texts)
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self.input_names:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        return {k: v for k, v in feeds.items() if k in self.input_names}, mask
+
+    def _batches(self, texts, batch_size: int):
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        if not texts or not all(isinstance(t, str) for t in texts):
+            raise ConfigError("texts must be a non-empty list of strings")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        for i in range(0, len(texts), batch_size):
+            yield texts[i : i + batch_size]
+
+
+class OnnxEncoder(OnnxModel):
+    """Sentence embeddings: pooling and normalisation as the model was trained (manifest.model)."""
+
+    kind = "encoder"
+
+    def _setup(self) -> None:
+        self._output = "sentence_embedding" if "sentence_embedding" in self.output_names else self.output_names[0]
+
+    def embed(self, texts: str | Iterable[str], batch_size: int = 32) -> np.ndarray:
+        out = []
+        with self._lock:
+            for batch in self._batches(texts, batch_size):
+                feeds, mask = self._encoder_feeds(batch)
+                try:
+                    (hidden,) = self.session.run([self._output], feeds)
+                except Exception as exc:
+                    raise _run_error(exc) from exc
+                out.append(pool(hidden, mask, self.info.pooling or "mean", bool(self.info.normalize)))
+        return np.concatenate(out, axis=0)
+
+
+def pool(hidden: np.ndarray, mask: np.ndarray, mode: str, normalize: bool) -> np.ndarray:
+    if hidden.ndim == 2 or mode == "none":
+        vec = hidden if hidden.ndim == 2 else hidden[:, 0]
+    elif mode == "cls":
+        vec = hidden[:, 0]
+    elif mode == "max":
+        vec = np.where(mask[..., None] > 0, hidden, -np.inf).max(axis=1)
+    else:
+        m = mask[..., None].astype(hidden.dtype)
+        vec = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
+    vec = vec.astype(np.float32)
+    if normalize:
+        vec /= np.clip(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12, None)
+    return vec
+
+
+class OnnxClassifier(OnnxModel):
+    kind = "classifier"
+
+    def probabilities(self, texts: str | Iterable[str], batch_size: int = 32) -> np.ndarray:
+        out = []
+        with self._lock:
+            for batch in self._batches(texts, batch_size):
+                feeds, _ = self._encoder_feeds(batch)
+                try:
+                    (logits,) = self.session.run(["logits"], feeds)
+                except Exception as exc:
+                    raise _run_error(exc) from exc
+                x = logits.astype(np.float64)
+                x = np.exp(x - x.max(axis=1, keepdims=True))
+                out.append(x / x.sum(axis=1, keepdims=True))
+        return np.concatenate(out, axis=0)
+
+    def classify(self, texts: str | Iterable[str], batch_size: int = 32) -> list[dict]:
+        probs = self.probabilities(texts, batch_size)
+        labels = self.info.labels or [f"LABEL_{i}" for i in range(probs.shape[1])]
+        return [{"label": labels[int(p.argmax())], "score": float(p.max())} for p in probs]
+
+
+class OnnxDecoder(OnnxModel):
+    kind = "decoder"
+
+    def _setup(self) -> None:
+        self.eos_token_ids = set(self.info.eos_token_ids)
+        self.past_names = [n for n in self.input_names if n.startswith("past_key_values.")]
+        self.present_names = [n for n in self.output_names if n.startswith("present")]
+        if "logits" not in self.output_names or len(self.past_names) != len(self.present_names) or not self.past_names:
+            raise ArtifactError(
+                f"{self.model_path} is not a decoder with a KV cache (needs logits, past_key_values.* and present.*): "
+                "export it with --task text-generation"
+            )
+        meta = {i.name: i for i in self.session.get_inputs()}
+        first = meta[self.past_names[0]]
+        self._past_dtype = _ORT_TYPES.get(first.type, np.float32)
+        kv = first.shape[1] if isinstance(first.shape[1], int) else (self.info.n_kv_heads or 1)
+        hd = first.shape[3] if isinstance(first.shape[3], int) else (self.info.head_dim or 1)
+        self._empty_past_shape = (1, kv, 0, hd)
+        self._has_mask = "attention_mask" in self.input_names
+        self._has_pos = "position_ids" in self.input_names
+        self._binding = self.session.io_binding()
+        self._reset()
+
+    def _reset(self) -> None:
+        ort = _ort()
+        empty = ort.OrtValue.ortvalue_from_numpy(np.zeros(self._empty_past_shape, dtype=self._past_dtype))
+        self._past = [empty] * len(self.past_names)
+        self._n_past = 0
+
+    def _run(self, ids: Sequence[int]):
+        n, t = self._n_past, len(ids)
+        b = self._binding
+        b.clear_binding_inputs()
+        b.clear_binding_outputs()
+        feeds = {"input_ids": np.asarray([ids], dtype=np.int64)}
+        if self._has_mask:
+            feeds["attention_mask"] = np.ones((1, n + t), dtype=np.int64)
+        if self._has_pos:
+            feeds["position_ids"] = np.arange(n, n + t, dtype=np.int64)[None, :]
+        for name, arr in feeds.items():
+            b.bind_cpu_input(name, arr)
+        for name, val in zip(self.past_names, self._past):
+            b.bind_ortvalue_input(name, val)
+        b.bind_output("logits", "cpu")
+        for name in self.present_names:
+            b.bind_output(name, "cpu")
+        try:
+            self.session.run_with_iobinding(b)
+        except Exception as exc:
+            raise _run_error(exc) from exc
+        outs = b.get_outputs()
+        self._past = outs[1:]
+        self._n_past = n + t
+        return outs[0]
+
+    def _forward(self, ids: Sequence[int]) -> np.ndarray:
+        logits = self._run(ids).numpy()
+        return logits[0, -1]
+
+    def sequence_logits(self, ids: Sequence[int]) -> np.ndarray:
+        """Logits for every position of ``ids`` from an empty cache: shape (len(ids), vocab)."""
+        with self._lock:
+            self._reset()
+            out = self._run(ids).numpy()[0]
+            self._reset()
+            return out
+
+    def close(self) -> None:
+        self._past = []
+
+
+_KINDS = {"text-generation": OnnxDecoder, "feature-extraction": OnnxEncoder, "text-classification": OnnxClassifier}
+
+
+def open_onnx(folder: Path, model_file: str, task: str, info: ModelInfo, *, threads=None, context=None, manifest=None) -> OnnxModel:
+    model = _KINDS[task](folder, model_file, info, threads=threads, manifest=manifest)
+    if context is not None:
+        if not isinstance(context, int) or context < 2:
+            raise ConfigError(f"context must be an integer >= 2, got {context!r}")
+        model.context_length = min(context, info.context_length or context)
+    return model
+
+
+def infer_task_from_session(path: Path) -> str:
+    """For a bare .onnx file: decoder if it takes a KV cache, classifier if it outputs 2-D logits, else encoder."""
+    sess = make_session(path, threads=1)
+    inputs = [i.name for i in sess.get_inputs()]
+    outputs = {o.name: o for o in sess.get_outputs()}
+    if any(n.startswith("past_key_values.") for n in inputs):
+        return "text-generation"
+    if "logits" in outputs and len(outputs["logits"].shape) == 2:
+        return "text-classification"
+    return "feature-extraction"

@@ -42,14 +42,13 @@ def _root(
 
 
 def _register() -> None:
-    from edgekit.cli import export, inspect  # noqa: F401  (each module adds its commands to app)
+    """Import every command module in this package; each adds its commands to ``app``."""
+    import importlib
+    import pkgutil
 
-    for optional in ("run", "bench", "targets", "calibrate"):
-        try:
-            __import__(f"edgekit.cli.{optional}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"edgekit.cli.{optional}":
-                raise
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if not info.name.startswith("_") and info.name != "output":
+            importlib.import_module(f"{__name__}.{info.name}")
 
 
 def main(argv: list[str] | None = None) -> int:

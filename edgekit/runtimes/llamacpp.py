@@ -1,0 +1,133 @@
+"""llama-cpp-python backend for GGUF artifacts (or a bare .gguf file).
+
+Generation runs through ``Llama.eval`` and reads only the last position's logits
+(``llama_get_logits_ith(ctx, -1)``, a view, no copy), so the per-token
+confidence costs one softmax over the vocabulary and the context never needs
+``logits_all=True``, which slows decoding several times. Sampling is edgekit's
+own (sampling.py), so settings mean the same as on the ONNX backend.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from edgekit.errors import ArtifactError, BackendError, ConfigError, MissingDependencyError
+from edgekit.manifest import Manifest
+from edgekit.runtimes.base import Model
+
+DEFAULT_CONTEXT = 4096
+GGUF_MAGIC = b"GGUF"
+
+
+def _llama_cpp():
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise MissingDependencyError("llama-cpp-python (for GGUF models)", "gguf") from exc
+    return llama_cpp
+
+
+def check_gguf_file(path: Path) -> None:
+    """Refuse a file that is not GGUF before llama.cpp sees it."""
+    if not path.is_file():
+        raise ArtifactError(f"{path} does not exist: pass an artifact folder or a .gguf file")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if len(head) < 8 or head[:4] != GGUF_MAGIC:
+        raise ArtifactError(f"{path} is not a GGUF file (bad magic {head[:4]!r}): re-download or re-export it")
+
+
+class LlamaCppModel(Model):
+    """A GGUF model in llama.cpp. ``logits_all=True`` only for the quality gate (``sequence_logits``)."""
+
+    backend = "llama.cpp"
+    kind = "decoder"
+
+    def __init__(self, path: Path, *, threads=None, context=None, manifest: Manifest | None = None, logits_all=False):
+        super().__init__(path, manifest)
+        t0 = time.perf_counter()
+        lc = _llama_cpp()
+        check_gguf_file(self.path)
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise ConfigError(f"threads must be an integer >= 1, got {threads!r}")
+        if context is not None and (not isinstance(context, int) or context < 2):
+            raise ConfigError(f"context must be an integer >= 2, got {context!r}")
+        n_threads = threads or max(1, (os.cpu_count() or 2))
+        try:
+            self.llm = lc.Llama(
+                model_path=str(self.path), n_ctx=context or 0, n_threads=n_threads, n_threads_batch=n_threads,
+                n_batch=512, logits_all=logits_all, verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ArtifactError(f"{self.path} could not be loaded by llama.cpp (corrupt or truncated?): {exc}") from exc
+        meta = self.llm.metadata
+        trained = self.llm.n_ctx()
+        if context is None:  # n_ctx=0 gave the training context; keep memory reasonable by default
+            trained_ctx = int(meta.get(f"{meta.get('general.architecture', '')}.context_length", trained) or trained)
+            if trained_ctx > DEFAULT_CONTEXT:
+                self.llm.close()
+                self.llm = lc.Llama(
+                    model_path=str(self.path), n_ctx=DEFAULT_CONTEXT, n_threads=n_threads, n_threads_batch=n_threads,
+                    n_batch=512, logits_all=logits_all, verbose=False,
+                )
+        self.context_length = self.llm.n_ctx()
+        self.n_vocab = self.llm.n_vocab()
+        self._ctx = self.llm._ctx.ctx
+        self._get_logits_ith = lc.llama_get_logits_ith
+        vocab = lc.llama_model_get_vocab(self.llm._model.model)
+        ids = {self.llm.token_eos()}
+        for key in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"):
+            if key in meta:
+                ids.add(int(meta[key]))
+        self.eos_token_ids = {i for i in ids if i >= 0 and lc.llama_vocab_is_eog(vocab, i)} or {self.llm.token_eos()}
+        self.chat_template = meta.get("tokenizer.chat_template")
+        self.special_tokens = {}
+        for name, key in (("bos_token", "tokenizer.ggml.bos_token_id"), ("eos_token", "tokenizer.ggml.eos_token_id")):
+            if key in meta:
+                self.special_tokens[name] = self.llm.detokenize([int(meta[key])], special=True).decode("utf-8", "replace")
+        self.metadata = dict(meta)
+        self.load_seconds = time.perf_counter() - t0
+
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=True)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self.llm.detokenize(list(ids)).decode("utf-8", errors="replace")
+
+    def _reset(self) -> None:
+        self.llm.reset()
+
+    def _forward(self, ids: Sequence[int]) -> np.ndarray:
+        try:
+            self.llm.eval(ids)
+        except RuntimeError as exc:
+            raise BackendError(f"llama.cpp failed to evaluate {len(ids)} tokens: {exc}") from exc
+        ptr = self._get_logits_ith(self._ctx, -1)
+        return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(self.n_vocab,))
+
+    def sequence_logits(self, ids: Sequence[int]) -> np.ndarray:
+        """Logits for every position of ``ids`` (needs ``logits_all=True``): shape (len(ids), vocab)."""
+        if not self.llm._logits_all:
+            raise ConfigError("sequence_logits needs a model opened with logits_all=True")
+        with self._lock:
+            self.llm.reset()
+            self.llm.eval(list(ids))
+            out = np.array(self.llm.scores[: len(ids)], dtype=np.float32)
+            self.llm.reset()
+            return out
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            llm.close()
+            self.llm = None
+
+
+def open_gguf(path: Path, *, threads=None, context=None, manifest=None, logits_all=False) -> LlamaCppModel:
+    return LlamaCppModel(Path(path), threads=threads, context=context, manifest=manifest, logits_all=logits_all)

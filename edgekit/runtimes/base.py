@@ -40,6 +40,7 @@ class GenerationConfig:
     repetition_penalty: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    ignore_eos: bool = False  # keep generating past end-of-sequence (benchmarks that need exact counts)
 
     def __post_init__(self):
         if isinstance(self.stop, str):
@@ -54,6 +55,7 @@ class GenerationConfig:
             (_num(self.repetition_penalty) and self.repetition_penalty > 0, "repetition_penalty must be > 0 (1 disables it)"),
             (all(isinstance(s, str) and s for s in self.stop), "stop must be non-empty strings"),
             (self.seed is None or isinstance(self.seed, int), "seed must be an integer"),
+            (isinstance(self.ignore_eos, bool), "ignore_eos must be true or false"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -252,6 +254,14 @@ class Model:
             raise ConfigError(f"prompt must be a string, not {type(prompt).__name__}")
         return self._stream_ids(self.tokenize(prompt, add_special=True), _config(config, overrides))
 
+    def generate_ids(self, ids: Sequence[int], config: GenerationConfig | None = None, **overrides) -> GenerationResult:
+        """Generate from token ids (no tokenization: exact prompt lengths for benchmarks)."""
+        return collect(self.stream_ids(ids, config, **overrides))
+
+    def stream_ids(self, ids: Sequence[int], config: GenerationConfig | None = None, **overrides) -> Iterator[TokenEvent]:
+        self._require_decoder("generate")
+        return self._stream_ids([int(i) for i in ids], _config(config, overrides))
+
     def chat(self, messages: Sequence[dict], config: GenerationConfig | None = None, **overrides) -> GenerationResult:
         return collect(self.stream_chat(messages, config, **overrides))
 
@@ -327,7 +337,7 @@ class Model:
                     timings.token_latencies_s.append(now - t_prev)
                 t_prev = now
                 finish: FinishReason | None = None
-                if tok in self.eos_token_ids:
+                if tok in self.eos_token_ids and not cfg.ignore_eos:
                     text, finish = stops.flush(), "eos"
                 else:
                     text, hit = stops.feed(decoder.push(tok))

@@ -256,3 +256,16 @@ def test_inspect_shows_and_verifies(cli, onnx_artifact, tmp_path):
     assert proc.returncode == 2 and "'tokenizer.json'" in error_line(proc)
     proc = cli("inspect", tmp_path)
     assert proc.returncode == 2 and "not an edgekit artifact" in error_line(proc)
+
+
+def test_large_models_use_external_data(tiny_llama, tmp_path, monkeypatch):
+    """Models over 2 GB are written with external data; the threshold is lowered so a tiny model crosses it."""
+    import edgekit
+    from edgekit.exporters import onnx_quant
+
+    monkeypatch.setattr(onnx_quant, "TWO_GB", 1000)
+    art = export_onnx(tiny_llama, tmp_path / "out", quantize="int8")
+    names = sorted(f.path for f in art.manifest.files)
+    assert "model.onnx.data" in names and art.manifest.gate.status == "passed"
+    assert (art.path / "model.onnx").stat().st_size < (art.path / "model.onnx.data").stat().st_size
+    assert len(edgekit.load(art.path).generate("hello", max_tokens=3, ignore_eos=True).token_ids) == 3

@@ -39,6 +39,7 @@ from edgekit.manifest import (
     write_manifest,
 )
 from edgekit.progress import Progress, ensure
+from edgekit.runtimes.tokenizer import HFTokenizer
 from edgekit.quality import KIND_OF_TASK, compute_reference, gate, load_prompts, skipped_report, thresholds_for
 from edgekit.sources import ResolvedSource, check_task, count_params, infer_task, resolve_source
 
@@ -220,12 +221,14 @@ def export_onnx(
 
         gates: list[GateReport] = []
         if run_gate:
-            fp32_model = _open_runtime(work, MODEL_FILE, task, info, threads)
+            # the reference first, with the artifact's tokenizer alone: the transformers model is
+            # freed before onnxruntime loads the artifact, so both never sit in memory together
             reference = compute_reference(
-                kind, src.path, prompt_list, fp32_model.tokenizer,
+                kind, src.path, prompt_list, HFTokenizer(work, max_length=info.context_length if kind != "decoder" else None),
                 encoder_settings=(info.pooling or "mean", bool(info.normalize)),
                 allow_pickle=allow_pickle, progress=progress,
             )
+            fp32_model = _open_runtime(work, MODEL_FILE, task, info, threads)
             gates.append(gate(fp32_model, reference, "fp32", gate_thresholds["fp32"], label="fp32", progress=progress))
             fp32_model.close()
             del fp32_model

@@ -1,0 +1,73 @@
+"""``edgekit export gguf``: Hugging Face -> GGUF with edgekit's converter, llama.cpp's quantizer and the gate."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from edgekit.cli.export import SOURCE_HELP, THRESHOLD_HELP, export_app, report_gate_failure, report_result
+from edgekit.cli.output import err
+from edgekit.errors import QualityGateError
+
+
+class GgufQuant(str, Enum):
+    f32 = "f32"
+    f16 = "f16"
+    bf16 = "bf16"
+    q8_0 = "q8_0"
+    q6_k = "q6_k"
+    q5_k_m = "q5_k_m"
+    q4_k_m = "q4_k_m"
+    q4_0 = "q4_0"
+
+
+QUANT_HELP = (
+    "f32, f16, bf16 are written by the converter; q8_0, q6_k, q5_k_m, q4_k_m, q4_0 are made by llama.cpp's "
+    "quantizer from an f16 intermediate (which is gated too)."
+)
+
+
+@export_app.command("gguf")
+def export_gguf_cmd(
+    source: str = typer.Argument(..., help=SOURCE_HELP, show_default=False),
+    output: Path = typer.Option(..., "-o", "--output", help="Artifact folder to create (must not exist unless --force).", show_default=False),
+    quant: GgufQuant = typer.Option(GgufQuant.f16, "--quant", "-q", help=QUANT_HELP),
+    prompts: Optional[Path] = typer.Option(None, "--prompts", help="Gate prompts, one per line (default: 20 built-in prompts)."),
+    force: bool = typer.Option(False, "--force", help="Replace OUTPUT if it exists (only once the new artifact is complete)."),
+    threshold: List[str] = typer.Option([], "--threshold", help=THRESHOLD_HELP, show_default=False),
+    no_gate: bool = typer.Option(False, "--no-gate", help="Skip the quality gate (the manifest records it as skipped)."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Accept pickle (.bin) weights; loading a pickle runs code."),
+    llama_cpp_converter: Optional[Path] = typer.Option(
+        None, "--llama-cpp-converter", envvar="EDGEKIT_LLAMA_CPP_CONVERTER", show_envvar=True,
+        help="llama.cpp's convert_hf_to_gguf.py: convert with it instead of edgekit's converter "
+        "(for architectures edgekit does not cover); quantization and the gate stay the same.",
+    ),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, help="Threads for the gate (llama.cpp and the transformers reference) and the quantizer.",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+):
+    """Convert to GGUF (llama family, Qwen2/2.5, Qwen3, Gemma, Phi-3), quantize with llama.cpp, and gate the
+    result against the original transformers model.
+
+    The tokenizer is checked against llama.cpp's own before the file is written: a tokenizer llama.cpp
+    cannot reproduce is an error, not a GGUF that tokenizes differently. The artifact is built beside
+    OUTPUT and renamed into place only when the gate passes: a failed gate exits 1 and leaves nothing.
+    """
+    from edgekit.exporters.gguf import export_gguf
+    from edgekit.progress import RichProgress
+    from edgekit.quality import parse_threshold_overrides
+
+    try:
+        artifact = export_gguf(
+            source, output, quant=quant.value, prompts=prompts, force=force,
+            thresholds=parse_threshold_overrides(threshold), run_gate=not no_gate, allow_pickle=allow_pickle,
+            llama_cpp_converter=llama_cpp_converter, threads=threads, progress=RichProgress(err),
+        )
+    except QualityGateError as exc:
+        report_gate_failure(exc)
+        raise
+    report_result(artifact, as_json)

@@ -1,0 +1,232 @@
+"""Hugging Face -> GGUF with edgekit's own converter, llama.cpp's quantizer, and the quality gate.
+
+``export_gguf`` checks every input first (quantization name, output path,
+prompts, source, architecture), then works in a staging folder beside the
+destination:
+
+1. :mod:`convert` streams the safetensors weights into a GGUF (f32/f16/bf16 as
+   asked, f16 as the intermediate for every quantized type); the tokenizer is
+   proven against llama.cpp's own before anything is written;
+2. :mod:`quant` quantizes the intermediate with ``llama_model_quantize``;
+3. the gate feeds llama.cpp's token ids to the transformers model (fp32) and to
+   llama.cpp (llama-cpp-python, every position's logits) and compares next-token
+   distributions; the f16 intermediate is gated too, so a failure says whether
+   conversion or quantization lost the quality;
+4. the manifest (format ``gguf``) is written and the folder renamed into place.
+
+A failed gate raises :class:`QualityGateError` and leaves nothing at ``out``.
+Architectures without a spec can be converted by llama.cpp's own
+``convert_hf_to_gguf.py`` (``llama_cpp_converter=`` or ``$EDGEKIT_LLAMA_CPP_CONVERTER``);
+quantization and the gate stay the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+
+from edgekit import __version__
+from edgekit.errors import ConfigError, QualityGateError, UnsupportedModelError
+from edgekit.exporters.gguf.quant import QUANT_TYPES, quant_type, quantize
+from edgekit.exporters.onnx import Artifact, format_gate_line
+from edgekit.manifest import (
+    GateReport,
+    Manifest,
+    Quantization,
+    check_output_path,
+    list_files,
+    model_info_from_folder,
+    now_iso,
+    package_versions,
+    staged_artifact,
+    write_manifest,
+)
+from edgekit.progress import Progress, ensure
+from edgekit.quality import compute_reference, gate, load_prompts, prompts_digest, skipped_report, thresholds_for
+from edgekit.sources import count_params, infer_task, resolve_source
+
+__all__ = ["export_gguf", "QUANT_TYPES", "Artifact"]
+
+GATE_CONTEXT = 512  # context for the gate's llama.cpp model; grown when the prompts need more
+
+
+class _LlamaTokenizer:
+    """What the reference side needs from a tokenizer: llama.cpp's own token ids."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def encode(self, text: str, *, add_special: bool = True) -> list[int]:
+        return self.model.tokenize(text, add_special=add_special)
+
+
+def gate_threads() -> int:
+    """llama.cpp threads for the gate: half the cores. llama.cpp's threads spin at barriers, so on a busy
+    machine using every core is many times slower (2 threads on 2 loaded cores: 15x slower than 1)."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def _open_for_gate(path: Path, prompts: list[str], threads: int | None):
+    from edgekit.runtimes.llamacpp import LlamaCppModel
+
+    threads = threads or gate_threads()
+
+    model = LlamaCppModel(path, threads=threads, context=GATE_CONTEXT, logits_all=True)
+    need = max(len(model.tokenize(p)) for p in prompts) + 1
+    if need > model.context_length:
+        trained = int(model.metadata.get(f"{model.metadata.get('general.architecture')}.context_length", 0) or 0)
+        model.close()
+        if trained and need > trained:
+            raise ConfigError(f"a gate prompt is {need - 1} tokens, longer than the model's context of {trained}")
+        model = LlamaCppModel(path, threads=threads, context=need, logits_all=True)
+    return model
+
+
+# The last reference computed, keyed by source weights, config, prompts and token ids: exporting several
+# quantizations of one model in one process (the benchmark, a test session) runs transformers once.
+_REFERENCE_CACHE: dict[tuple, object] = {}
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """Run the transformers reference on ``n`` threads (restored afterwards). On a busy 2-core machine the
+    default 2 threads took 56 s for the SmolLM2 reference against 8 s for 1 (OpenMP threads spin too)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _reference(src, prompts: list[str], model, allow_pickle: bool, threads: int | None, progress: Progress):
+    tok = _LlamaTokenizer(model)
+    ids = tuple(tuple(tok.encode(p)) for p in prompts)
+    config_digest = hashlib.sha256((src.path / "config.json").read_bytes()).hexdigest()
+    key = (src.info.weights_sha256 or str(src.path), config_digest, prompts_digest(prompts), ids)
+    if key not in _REFERENCE_CACHE:
+        with _torch_threads(threads or gate_threads()):
+            reference = compute_reference("decoder", src.path, prompts, tok, allow_pickle=allow_pickle, progress=progress)
+        _REFERENCE_CACHE.clear()
+        _REFERENCE_CACHE[key] = reference
+    return _REFERENCE_CACHE[key]
+
+
+def _gate_file(path: Path, prompts: list[str], precision: str, limits: dict, reference, src,
+               allow_pickle: bool, threads: int | None, progress: Progress):
+    model = _open_for_gate(path, prompts, threads)
+    try:
+        if reference is None:
+            reference = _reference(src, prompts, model, allow_pickle, threads, progress)
+        report = gate(model, reference, precision, limits, label=f"{precision} gguf", progress=progress)
+    finally:
+        model.close()
+    progress.log(format_gate_line(precision, report))
+    return report, reference
+
+
+def _raise_if_failed(report: GateReport) -> None:
+    if report.status == "failed":
+        raise QualityGateError(
+            f"quality gate failed for the {report.precision} GGUF artifact: " + "; ".join(report.failures), report
+        )
+
+
+def export_gguf(
+    source: str | Path,
+    out: str | Path,
+    *,
+    quant: str = "f16",
+    prompts: str | Path | None = None,
+    force: bool = False,
+    thresholds: dict[str, float] | None = None,
+    run_gate: bool = True,
+    allow_pickle: bool = False,
+    llama_cpp_converter: str | Path | None = None,
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> Artifact:
+    """Export ``source`` to a GGUF artifact folder ``out`` and gate it; return the :class:`Artifact`.
+
+    ``quant``: f32 | f16 | bf16 | q8_0 | q6_k | q5_k_m | q4_k_m | q4_0. ``thresholds``: overrides of the
+    gate's default bounds for ``quant`` (``{"kl_mean": 0.2}``). ``llama_cpp_converter``: path to llama.cpp's
+    convert_hf_to_gguf.py, used instead of edgekit's converter (for architectures edgekit does not cover).
+    """
+    from edgekit.exporters.gguf.archs import spec_for
+    from edgekit.exporters.gguf.convert import convert, convert_with_llama_cpp, find_converter
+
+    progress = ensure(progress)
+    q = quant_type(quant)
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads must be an integer >= 1, got {threads!r}")
+    out = check_output_path(out, force)
+    prompt_list = load_prompts(prompts)
+    limits = thresholds_for("decoder", q.name, thresholds)
+    f16_limits = thresholds_for("decoder", "f16")
+    converter = find_converter(llama_cpp_converter)
+    src = resolve_source(source, allow_pickle=allow_pickle)
+    if infer_task(src.config) != "text-generation":
+        raise UnsupportedModelError(
+            f"{src.path.name} is a {infer_task(src.config)} model; GGUF export is for text-generation decoders"
+        )
+    if converter is None:
+        spec_for(src.config)
+    n_params = count_params(src.weight_files) if not src.pickle_weights else None
+    info = model_info_from_folder(src.path, "text-generation", n_params=n_params)
+    model_file = f"model-{q.name}.gguf"
+    intermediate = q.name if q.direct else "f16"
+
+    with staged_artifact(out, force) as stage:
+        work = stage / ".work"
+        work.mkdir()
+        conv_path = work / f"model-{intermediate}.gguf"
+        if converter is not None:
+            result = convert_with_llama_cpp(converter, src, conv_path, intermediate, progress=progress)
+        else:
+            result = convert(src, conv_path, intermediate, progress=progress)
+        params = {
+            "ftype": q.name.upper(), "llama_ftype": q.ftype, "converter": "edgekit" if converter is None else converter.name,
+            "gguf_arch": result.gguf_arch, "tokenizer": result.vocab_model, "tokenizer_pre": result.pre,
+        }
+        gates: list[GateReport] = []
+        reference = None
+        if run_gate and not q.direct:
+            report, reference = _gate_file(conv_path, prompt_list, "f16", f16_limits, None, src,
+                                           allow_pickle, threads, progress)
+            gates.append(report)
+            _raise_if_failed(report)
+        if q.direct:
+            os.replace(conv_path, stage / model_file)
+            params["intermediate"] = None
+        else:
+            with progress.step(f"quantize: {q.name} with llama.cpp (llama_model_quantize)"):
+                params.update(quantize(conv_path, stage / model_file, q.name, threads=threads))
+            conv_path.unlink()
+        work.rmdir()
+        if run_gate:
+            report, reference = _gate_file(stage / model_file, prompt_list, q.name, limits, reference, src,
+                                           allow_pickle, threads, progress)
+            gates.append(report)
+            _raise_if_failed(report)
+
+        manifest = Manifest(
+            format="gguf",
+            task="text-generation",
+            precision=q.name,
+            quantization=Quantization(method="llama.cpp" if not q.direct else "none", params=params),
+            model_file=model_file,
+            model=info,
+            source=src.info,
+            files=list_files(stage),
+            versions={"edgekit": __version__, **package_versions(
+                "gguf", "llama_cpp_python", "torch", "transformers", "tokenizers", "safetensors")},
+            gate=gates[-1] if gates else skipped_report("decoder", prompt_list),
+            stage_gates=gates[:-1],
+            created_at=now_iso(),
+        )
+        write_manifest(stage, manifest)
+    return Artifact(out, manifest)

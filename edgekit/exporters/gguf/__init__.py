@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import os
 from pathlib import Path
+from typing import Callable
 
 from edgekit import __version__
 from edgekit.errors import ConfigError, QualityGateError, UnsupportedModelError
@@ -47,7 +48,7 @@ from edgekit.progress import Progress, ensure
 from edgekit.quality import compute_reference, gate, load_prompts, prompts_digest, skipped_report, thresholds_for
 from edgekit.sources import count_params, infer_task, resolve_source
 
-__all__ = ["export_gguf", "QUANT_TYPES", "Artifact"]
+__all__ = ["export_gguf", "gate_gguf", "QUANT_TYPES", "Artifact"]
 
 GATE_CONTEXT = 512  # context for the gate's llama.cpp model; grown when the prompts need more
 
@@ -149,12 +150,17 @@ def export_gguf(
     llama_cpp_converter: str | Path | None = None,
     threads: int | None = None,
     progress: Progress | None = None,
+    postprocess: Callable[[Path], None] | None = None,
 ) -> Artifact:
     """Export ``source`` to a GGUF artifact folder ``out`` and gate it; return the :class:`Artifact`.
 
     ``quant``: f32 | f16 | bf16 | q8_0 | q6_k | q5_k_m | q4_k_m | q4_0. ``thresholds``: overrides of the
     gate's default bounds for ``quant`` (``{"kl_mean": 0.2}``). ``llama_cpp_converter``: path to llama.cpp's
     convert_hf_to_gguf.py, used instead of edgekit's converter (for architectures edgekit does not cover).
+    ``threads``: threads for the gate (llama.cpp and the transformers reference) and the quantizer
+    (default: half the cores for the gate, all for the quantizer). ``postprocess``: a function called with the
+    path of the converted (f32/f16/bf16) GGUF before it is gated and quantized, for custom edits; the gate
+    checks its result like everything else.
     """
     from edgekit.exporters.gguf.archs import spec_for
     from edgekit.exporters.gguf.convert import convert, convert_with_llama_cpp, find_converter
@@ -188,6 +194,8 @@ def export_gguf(
             result = convert_with_llama_cpp(converter, src, conv_path, intermediate, progress=progress)
         else:
             result = convert(src, conv_path, intermediate, progress=progress)
+        if postprocess is not None:
+            postprocess(conv_path)
         params = {
             "ftype": q.name.upper(), "llama_ftype": q.ftype, "converter": "edgekit" if converter is None else converter.name,
             "gguf_arch": result.gguf_arch, "tokenizer": result.vocab_model, "tokenizer_pre": result.pre,
@@ -230,3 +238,26 @@ def export_gguf(
         )
         write_manifest(stage, manifest)
     return Artifact(out, manifest)
+
+
+def gate_gguf(
+    artifact: str | Path,
+    source: str | Path,
+    *,
+    prompts: str | Path | None = None,
+    thresholds: dict[str, float] | None = None,
+    allow_pickle: bool = False,
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> GateReport:
+    """Re-run the quality gate of an existing GGUF artifact against its original model."""
+    progress = ensure(progress)
+    art = Artifact.open(artifact)
+    if art.manifest.format != "gguf":
+        raise ConfigError(f"{artifact} is a {art.manifest.format} artifact: use edgekit.gate_artifact")
+    prompt_list = load_prompts(prompts)
+    src = resolve_source(source, allow_pickle=allow_pickle)
+    limits = thresholds_for("decoder", art.manifest.precision, thresholds)
+    report, _ = _gate_file(art.model_path, prompt_list, art.manifest.precision, limits, None, src, allow_pickle,
+                           threads, progress)
+    return report

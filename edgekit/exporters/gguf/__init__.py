@@ -70,19 +70,32 @@ def gate_threads() -> int:
 
 
 def _open_for_gate(path: Path, prompts: list[str], threads: int | None):
+    """The artifact in llama.cpp with every position's logits, with a context just large enough for the prompts
+    (``logits_all`` keeps a context x vocabulary float buffer: 4096 x 49152 would be 800 MB)."""
+    from edgekit.exporters.gguf.quant import llama_cpp_module
     from edgekit.runtimes.llamacpp import LlamaCppModel
 
     threads = threads or gate_threads()
+    trained = _trained_context(path)
+    probe = LlamaCppModel(path, threads=1, context=min(64, trained) if trained else 64)
+    try:
+        need = max(len(probe.tokenize(p)) for p in prompts) + 1
+    finally:
+        probe.close()
+    if trained and need > trained:
+        raise ConfigError(f"a gate prompt is {need - 1} tokens, longer than the model's context of {trained}")
+    context = max(need, min(GATE_CONTEXT, trained or GATE_CONTEXT))
+    llama_cpp_module()
+    return LlamaCppModel(path, threads=threads, context=context, logits_all=True)
 
-    model = LlamaCppModel(path, threads=threads, context=GATE_CONTEXT, logits_all=True)
-    need = max(len(model.tokenize(p)) for p in prompts) + 1
-    if need > model.context_length:
-        trained = int(model.metadata.get(f"{model.metadata.get('general.architecture')}.context_length", 0) or 0)
-        model.close()
-        if trained and need > trained:
-            raise ConfigError(f"a gate prompt is {need - 1} tokens, longer than the model's context of {trained}")
-        model = LlamaCppModel(path, threads=threads, context=need, logits_all=True)
-    return model
+
+def _trained_context(path: Path) -> int | None:
+    from gguf import GGUFReader
+
+    fields = GGUFReader(str(path)).fields
+    arch = fields["general.architecture"].contents()
+    key = f"{arch}.context_length"
+    return int(fields[key].contents()) if key in fields else None
 
 
 # The last reference computed, keyed by source weights, config, prompts and token ids: exporting several

@@ -1,0 +1,106 @@
+"""Tiny random decoders for every GGUF architecture spec, each with a real tokenizer (no download).
+
+Weights are random but larger than the default init (so next-token distributions
+are peaked and the gate's KL means something); tokenizers are byte-level BPE
+vocabularies trained here, one with GPT-2 splitting (tests.builders) and one with
+Qwen2's own pre-tokenizer regex and NFC normalizer.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.builders import CHAT_TEMPLATE, CORPUS, make_bpe_tokenizer
+
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def make_qwen2_tokenizer(folder: Path, vocab_size: int = 600) -> int:
+    """A Qwen2-style tokenizer: NFC, the Qwen2 split regex, byte-level BPE without its own regex."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(CORPUS + ["12345 67890 3.14 2024", "don't I'm we'll"], trainer=trainer)
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "Qwen2Tokenizer", "bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+        "unk_token": None, "model_max_length": 256, "chat_template": CHAT_TEMPLATE, "clean_up_tokenization_spaces": False,
+        "added_tokens_decoder": {
+            str(i): {"content": c, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False, "special": True}
+            for i, c in enumerate(specials)
+        },
+    }, indent=2))
+    return tok.get_vocab_size()
+
+
+def make_tiny(folder: Path, arch: str, *, seed: int = 0, qwen2_tokenizer: bool = False) -> Path:
+    """A 2-layer random decoder of ``arch`` (see ARCHS) saved as safetensors with its tokenizer."""
+    import torch
+    import transformers
+
+    vocab = make_qwen2_tokenizer(folder) if qwen2_tokenizer else make_bpe_tokenizer(folder)
+    common = dict(
+        vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+        tie_word_embeddings=False,
+    )
+    if arch == "llama3":  # Llama 3.1-style rope scaling: exercises the generated rope_freqs tensor
+        config = transformers.LlamaConfig(**common, rms_norm_eps=1e-5, rope_theta=10000.0, rope_scaling={
+            "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 16})
+        cls = transformers.LlamaForCausalLM
+    elif arch == "llama":
+        config = transformers.LlamaConfig(**common, rms_norm_eps=1e-5, rope_theta=10000.0)
+        cls = transformers.LlamaForCausalLM
+    elif arch == "mistral":
+        config = transformers.MistralConfig(**common, rms_norm_eps=1e-5, rope_theta=10000.0, sliding_window=None)
+        cls = transformers.MistralForCausalLM
+    elif arch == "qwen2":
+        config = transformers.Qwen2Config(**common, rms_norm_eps=1e-6, rope_theta=1000000.0, use_sliding_window=False)
+        cls = transformers.Qwen2ForCausalLM
+    elif arch == "qwen3":
+        config = transformers.Qwen3Config(**common, head_dim=32, rms_norm_eps=1e-6, rope_theta=1000000.0,
+                                          use_sliding_window=False)
+        cls = transformers.Qwen3ForCausalLM
+    elif arch == "gemma":
+        common["tie_word_embeddings"] = True
+        config = transformers.GemmaConfig(**common, head_dim=32, rms_norm_eps=1e-6, hidden_act="gelu_pytorch_tanh",
+                                          hidden_activation="gelu_pytorch_tanh")
+        cls = transformers.GemmaForCausalLM
+    elif arch == "phi3":
+        config = transformers.Phi3Config(**common, rms_norm_eps=1e-5, rope_theta=10000.0, sliding_window=None,
+                                         original_max_position_embeddings=256)
+        cls = transformers.Phi3ForCausalLM
+    else:
+        raise ValueError(arch)
+    torch.manual_seed(seed)
+    model = cls(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.08)
+            elif "norm" in name:  # non-trivial norm weights, so a wrong norm convention shows
+                p.uniform_(0.5, 1.5) if arch != "gemma" else p.uniform_(-0.5, 0.5)
+            else:
+                p.normal_(0.0, 0.05)
+    model.generation_config.eos_token_id = 2
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+# One tiny model per architecture spec (and variant) the converter registers; see test_archs.py.
+ARCHS = ("llama", "llama3", "mistral", "qwen2", "qwen3", "gemma", "phi3")

@@ -1,0 +1,54 @@
+"""Differential tests: an edgekit f16 GGUF run in llama.cpp against the transformers model it came from.
+
+Two families: SmolLM2-135M-Instruct (llama architecture: q/k permutation for
+rotary, byte-level BPE with llama.cpp's "smollm" pre-tokenizer) and tiny random
+Qwen2 models (NEOX rotary, q/k/v biases) with a GPT-2-split and a Qwen2-split
+byte-level BPE tokenizer.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import edgekit
+from edgekit.exporters.gguf import export_gguf
+from tests.gguf.differential import greedy_both, tokenization_mismatches
+
+
+@pytest.mark.slow
+def test_smollm2_f16_matches_transformers(gguf_exports, smollm2_hf):
+    art = gguf_exports("f16")
+    m = art.manifest
+    assert m.format == "gguf" and m.precision == "f16" and m.model_file == "model-f16.gguf"
+    assert m.gate.status == "passed" and m.gate.n_prompts == 20
+    assert m.gate.metrics["kl_mean"] < 1e-3 and m.gate.metrics["top1"] >= 0.99, m.gate.metrics
+    assert m.quantization.params["gguf_arch"] == "llama" and m.quantization.params["tokenizer_pre"] == "smollm"
+    model = edgekit.load(art.path, threads=1)
+    try:
+        assert model.backend == "llama.cpp"
+        assert tokenization_mismatches(smollm2_hf, model) == []
+        for prompt in ("The capital of France is", "def fibonacci(n):\n"):
+            ref_ids, ids, ref_text, text = greedy_both(smollm2_hf, model, prompt, 32)
+            assert ids == ref_ids and len(ids) == 32
+            assert text == ref_text and text.strip()
+        reply = model.chat([{"role": "user", "content": "What is the capital of France?"}], max_tokens=24)
+        assert "Paris" in reply.text
+    finally:
+        model.close()
+
+
+@pytest.mark.parametrize("which", ["gpt2-split", "qwen2-split"])
+def test_tiny_qwen2_f16_matches_transformers(which, tiny_qwen2, tiny_qwen2_qwentok, tmp_path):
+    src = tiny_qwen2 if which == "gpt2-split" else tiny_qwen2_qwentok
+    art = export_gguf(src, tmp_path / "out", quant="f16")
+    m = art.manifest
+    assert m.quantization.params["gguf_arch"] == "qwen2"
+    assert m.quantization.params["tokenizer_pre"] == ("gpt-2" if which == "gpt2-split" else "qwen2")
+    assert m.gate.metrics["kl_mean"] < 1e-3 and m.gate.metrics["top1"] >= 0.99, m.gate.metrics
+    model = edgekit.load(art.path, threads=1)
+    try:
+        assert tokenization_mismatches(src, model) == []
+        ref_ids, ids, ref_text, text = greedy_both(src, model, "The capital of France is", 32)
+        assert ids == ref_ids and text == ref_text and len(ids) == 32
+    finally:
+        model.close()

@@ -61,22 +61,15 @@ class LlamaCppModel(Model):
         n_threads = threads or max(1, (os.cpu_count() or 2))
         try:
             self.llm = lc.Llama(
-                model_path=str(self.path), n_ctx=context or 0, n_threads=n_threads, n_threads_batch=n_threads,
-                n_batch=512, logits_all=logits_all, verbose=False,
+                model_path=str(self.path), n_ctx=context or DEFAULT_CONTEXT, n_threads=n_threads,
+                n_threads_batch=n_threads, n_batch=512, logits_all=logits_all, verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
             raise ArtifactError(f"{self.path} could not be loaded by llama.cpp (corrupt or truncated?): {exc}") from exc
         meta = self.llm.metadata
-        trained = self.llm.n_ctx()
-        if context is None:  # n_ctx=0 gave the training context; keep memory reasonable by default
-            trained_ctx = int(meta.get(f"{meta.get('general.architecture', '')}.context_length", trained) or trained)
-            if trained_ctx > DEFAULT_CONTEXT:
-                self.llm.close()
-                self.llm = lc.Llama(
-                    model_path=str(self.path), n_ctx=DEFAULT_CONTEXT, n_threads=n_threads, n_threads_batch=n_threads,
-                    n_batch=512, logits_all=logits_all, verbose=False,
-                )
-        self.context_length = self.llm.n_ctx()
+        # the context is what was asked, else min(training context, DEFAULT_CONTEXT) to keep the KV cache small
+        trained = self.llm._model.n_ctx_train()
+        self.context_length = self.llm.n_ctx() if context else min(self.llm.n_ctx(), trained)
         self.n_vocab = self.llm.n_vocab()
         self._ctx = self.llm._ctx.ctx
         self._get_logits_ith = lc.llama_get_logits_ith

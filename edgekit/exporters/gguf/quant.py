@@ -71,7 +71,7 @@ def quantize(src: Path, dst: Path, quant: str, *, threads: int | None = None) ->
     params = lc.llama_model_quantize_default_params()
     params.ftype = q.ftype
     params.nthread = int(threads or os.cpu_count() or 1)
-    with _captured_stderr() as log:
+    with _captured_stderr() as log, _captured_llama_log(lc, log):
         rc = lc.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
     if rc != 0 or not dst.is_file():
         lines = [line for line in log.read().splitlines() if line.strip()]
@@ -91,10 +91,30 @@ def quantize(src: Path, dst: Path, quant: str, *, threads: int | None = None) ->
 
 
 class _Log:
-    text = ""
+    def __init__(self):
+        self.text = ""
+        self.lines: list[str] = []
 
     def read(self) -> str:
-        return self.text
+        return self.text + "".join(self.lines)
+
+
+@contextlib.contextmanager
+def _captured_llama_log(lc, log: _Log):
+    """Collect llama.cpp's log lines (the quantizer's per-tensor report) instead of printing them;
+    llama-cpp-python's own callback is put back afterwards."""
+
+    @lc.llama_log_callback
+    def collect(level, text, user_data):
+        log.lines.append(text.decode("utf-8", errors="replace"))
+
+    lc.llama_log_set(collect, None)
+    try:
+        yield
+    finally:
+        from llama_cpp import _logger
+
+        lc.llama_log_set(_logger.llama_log_callback, None)
 
 
 @contextlib.contextmanager

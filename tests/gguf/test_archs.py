@@ -1,0 +1,51 @@
+"""Every architecture spec is proven by a tiny random model: f32 GGUF vs transformers, near-exact."""
+
+from __future__ import annotations
+
+import pytest
+from gguf import GGUFReader
+
+from edgekit.errors import QualityGateError
+from edgekit.exporters.gguf import export_gguf
+from edgekit.exporters.gguf.archs import SPECS, supported_model_types
+from tests.gguf.models import ARCHS
+
+GGUF_ARCH = {"llama": "llama", "llama3": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3",
+             "gemma": "gemma", "phi3": "phi3"}
+
+
+def test_every_registered_model_type_has_a_tiny_model():
+    covered = {"llama3": "llama"}
+    assert sorted({covered.get(a, a) for a in ARCHS}) == supported_model_types()
+    assert {s.name for s in SPECS} <= set(ARCHS)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_tiny_model_f32_matches_transformers(arch, tiny_arch, tmp_path):
+    src = tiny_arch(arch)
+    art = export_gguf(src, tmp_path / "out", quant="f32")
+    m = art.manifest
+    assert m.gate.status == "passed" and m.gate.metrics["kl_mean"] < 1e-5 and m.gate.metrics["top1"] >= 0.98
+    reader = GGUFReader(str(art.model_path))
+    arch_name = reader.fields["general.architecture"].contents()
+    assert arch_name == GGUF_ARCH[arch] == m.quantization.params["gguf_arch"]
+    names = {t.name for t in reader.tensors}
+    assert ("rope_freqs.weight" in names) == (arch == "llama3")
+    assert ("output.weight" in names) == (arch != "gemma")  # gemma ties the output to the embedding
+    if arch in ("qwen3", "gemma"):  # head_dim 32 != hidden / heads
+        assert reader.fields[f"{arch_name}.attention.key_length"].contents() == 32
+    if arch == "qwen3":
+        assert "blk.0.attn_q_norm.weight" in names
+
+
+def test_llama3_rope_factors_matter(tiny_arch, tmp_path):
+    """Without the generated rope_freqs (set to 1) llama.cpp's outputs leave the f32 bounds."""
+    from gguf import GGUFReader as Reader
+
+    def flatten(path):
+        reader = Reader(str(path), "r+")
+        next(t for t in reader.tensors if t.name == "rope_freqs.weight").data[...] = 1.0
+        reader.data.flush()
+
+    with pytest.raises(QualityGateError):
+        export_gguf(tiny_arch("llama3"), tmp_path / "out", quant="f32", postprocess=flatten)

@@ -32,6 +32,9 @@ _LAZY = {
     "Artifact": "edgekit.exporters.onnx",
     "read_manifest": "edgekit.manifest",
     "Manifest": "edgekit.manifest",
+    "RemoteLLM": "edgekit.runtimes.remote",
+    "Router": "edgekit.router",
+    "Policy": "edgekit.router",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -1,0 +1,215 @@
+"""``edgekit run``: generate or chat with an artifact, locally or through the router.
+
+Tokens go to stdout as they come; speed, confidence and the routing decision
+go to stderr (or, with ``--json``, one JSON object per answer on stdout).
+With ``--remote URL --model NAME``, or a remote configured in ``edgekit.toml``
+or the environment, requests go through :class:`edgekit.router.Router`.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from edgekit.cli import app
+from edgekit.cli.output import err, print_json
+from edgekit.errors import ConfigError
+
+ARTIFACT_HELP = "An artifact folder made by 'edgekit export', a bare .gguf or .onnx file, or packaged:smollm2-gguf."
+
+
+def resolve_artifact(spec: str) -> Path:
+    """``packaged:NAME`` -> the packaged model's path; anything else is a path."""
+    if spec.startswith("packaged:"):
+        from edgekit.packaged import resolve
+
+        return resolve(spec.split(":", 1)[1])
+    return Path(spec).expanduser()
+
+
+def load_model(spec: str, threads: int | None, context: int | None):
+    """Load with a spinner on stderr (loading and verifying hashes can take seconds)."""
+    import edgekit
+    from edgekit.progress import RichProgress
+
+    path = resolve_artifact(spec)
+    with RichProgress(err).step(f"loading {path.name}"):
+        return edgekit.load(path, threads=threads, context=context)
+
+
+def generation_config(**settings):
+    from edgekit.runtimes.base import GenerationConfig
+
+    return GenerationConfig(**settings)
+
+
+def _fmt_timings(t, tier: str) -> str:
+    if tier == "remote":
+        rate = f" ({t.decode_tokens / t.decode_s:.1f} chunks/s)" if t.decode_s > 0 else ""
+        return f"remote: first token {t.ttft_s:.2f} s, {t.decode_tokens + 1} chunks in {t.total_s:.2f} s{rate}"
+    return (
+        f"prefill {t.prompt_tokens} tokens in {t.prefill_s:.3f} s ({t.prefill_tps:.1f} tok/s) · "
+        f"decode {t.decode_tokens} tokens in {t.decode_s:.3f} s ({t.decode_tps:.1f} tok/s) · first token {t.ttft_s:.3f} s"
+    )
+
+
+def _fmt_confidence(c: dict[str, float], k: int | None) -> str:
+    head = f"first {c['tokens']}" if k else f"{c['tokens']} tokens"
+    return (
+        f"confidence ({head}): min {c['min_prob']:.3f} · p10 {c['p10_prob']:.3f} · mean {c['mean_prob']:.3f} · "
+        f"mean entropy {c['mean_entropy']:.3f} nats"
+    )
+
+
+def answer(target, request, cfg, *, as_json: bool, first_k: int) -> str:
+    """Stream one answer to stdout (or collect it for --json), then report; returns the text."""
+    from edgekit.runtimes.base import confidence_summary
+
+    kind, payload = request
+    events = target.stream_chat(payload, cfg) if kind == "chat" else target.stream(payload, cfg)
+    parts, probs, ents, timings, finish = [], [], [], None, None
+    try:
+        for ev in events:
+            parts.append(ev.text)
+            if not math.isnan(ev.prob):
+                probs.append(ev.prob)
+                ents.append(ev.entropy)
+            if not as_json and ev.text:
+                sys.stdout.write(ev.text)
+                sys.stdout.flush()
+            if ev.finish_reason:
+                timings, finish = ev.timings, ev.finish_reason
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
+    text = "".join(parts)
+    decision = getattr(events, "decision", None)
+    tier = decision.tier if decision is not None else "local"
+    conf = confidence_summary(probs, ents) if probs and tier == "local" else None
+    head = confidence_summary(probs[:first_k], ents[:first_k]) if conf else None
+    if as_json:
+        print_json({
+            "text": text, "finish_reason": finish, "tier": tier,
+            "timings": timings.as_dict() if timings else None, "confidence": conf, f"confidence_first_{first_k}": head,
+            "decision": decision.as_dict() if decision is not None else None,
+        })
+        return text
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    if timings is not None:
+        err.print(_fmt_timings(timings, tier), markup=False)
+    if conf:
+        err.print(_fmt_confidence(conf, None) + "  |  " + _fmt_confidence(head, first_k), markup=False)
+    if decision is not None:
+        err.print("decision: " + decision.line(), markup=False)
+    return text
+
+
+@app.command("run")
+def run_cmd(
+    artifact: str = typer.Argument(..., help=ARTIFACT_HELP, show_default=False),
+    prompt: Optional[str] = typer.Option(None, "-p", "--prompt", help="The prompt ('-' reads it from stdin).", show_default=False),
+    chat: bool = typer.Option(False, "--chat", help="Interactive chat with the model's chat template: one message per stdin line, until EOF or /exit; the history is kept."),
+    system: Optional[str] = typer.Option(None, "--system", help="A system message for --chat (with -p it sends the prompt as a chat message)."),
+    template: bool = typer.Option(False, "--template", help="Send -p through the model's chat template as one user message."),
+    max_tokens: int = typer.Option(128, "--max-tokens", "-n", min=1, help="Most tokens to generate."),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 is greedy."),
+    top_k: int = typer.Option(0, "--top-k", min=0, help="Sample from the k most likely tokens (0: off)."),
+    top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass in (0, 1]."),
+    repeat_penalty: float = typer.Option(1.0, "--repeat-penalty", help="> 1 discourages repeats (1: off)."),
+    stop: List[str] = typer.Option([], "--stop", help="Stop when this text appears (repeatable).", show_default=False),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for sampling."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for the local model."),
+    context: Optional[int] = typer.Option(None, "--context", min=2, help="Local context window in tokens."),
+    remote: Optional[str] = typer.Option(None, "--remote", help="OpenAI-compatible base URL of the remote tier (e.g. http://127.0.0.1:8080/v1): route through the fallback router.", show_default=False),
+    model_name: Optional[str] = typer.Option(None, "--model", help="The remote's model name.", show_default=False),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Environment variable holding the remote's API key (default EDGEKIT_REMOTE_API_KEY).", show_default=False),
+    config: Optional[Path] = typer.Option(None, "--config", help="edgekit.toml to read (default: $EDGEKIT_CONFIG, else ./edgekit.toml if present).", show_default=False),
+    local_only: bool = typer.Option(False, "--local-only", help="Ignore a remote configured in edgekit.toml or the environment."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Low-confidence threshold (overrides the config).", show_default=False),
+    first_k: Optional[int] = typer.Option(None, "--first-k", min=1, help="Tokens the confidence is measured over.", show_default=False),
+    ttft_budget: Optional[float] = typer.Option(None, "--ttft-budget", min=0.0, help="Seconds: a slower local first token goes remote.", show_default=False),
+    total_budget: Optional[float] = typer.Option(None, "--total-budget", min=0.0, help="Seconds: a local answer unfinished by then goes remote.", show_default=False),
+    decision_log: Optional[Path] = typer.Option(None, "--decision-log", help="Append one JSON line per request to this file.", show_default=False),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per answer (text, timings, confidence, decision) instead of streaming."),
+):
+    """Generate from a prompt (-p) or chat (--chat), streaming tokens as they come.
+
+    Prints prefill/decode tokens per second and a confidence summary on stderr. With a remote
+    (--remote URL --model NAME, or configured) the router decides which tier answers and prints
+    the decision line: tier, trigger, confidence, latencies.
+    """
+    if chat == (prompt is not None):
+        raise ConfigError("pass either -p PROMPT or --chat (see edgekit run --help)")
+    cfg = generation_config(
+        max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+        repetition_penalty=repeat_penalty, stop=tuple(stop), seed=seed,
+    )
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    if prompt is not None and not prompt.strip():
+        raise ConfigError("the prompt is empty: pass some text with -p")
+    router_cfg = _router_config(config, remote, model_name, api_key_env, threshold, first_k, ttft_budget, total_budget, decision_log, local_only)
+    remote_llm = router_cfg.make_remote() if router_cfg is not None else None
+    model = load_model(artifact, threads, context)
+    try:
+        target = router_cfg.make_router(model, remote_llm) if remote_llm is not None else model
+        k = router_cfg.policy.first_k if router_cfg is not None else 8
+        if chat:
+            _chat_loop(target, cfg, system, as_json=as_json, first_k=k)
+        elif system or template:
+            msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+            answer(target, ("chat", msgs), cfg, as_json=as_json, first_k=k)
+        else:
+            answer(target, ("generate", prompt), cfg, as_json=as_json, first_k=k)
+    finally:
+        if remote_llm is not None:
+            remote_llm.close()
+        model.close()
+
+
+def _router_config(config, remote, model_name, api_key_env, threshold, first_k, ttft_budget, total_budget, decision_log, local_only):
+    """The router's configuration, or None when no remote is configured (plain local run)."""
+    from edgekit.router.config import load_config
+
+    if local_only and remote:
+        raise ConfigError("--local-only and --remote contradict each other: pass one")
+    if model_name and not remote and local_only:
+        raise ConfigError("--model names the remote's model: it needs --remote URL (or a configured remote)")
+    policy: dict[str, Any] = {"threshold": threshold, "first_k": first_k, "ttft_budget_s": ttft_budget, "total_budget_s": total_budget}
+    cfg = load_config(
+        config, remote={"url": remote, "model": model_name, "api_key_env": api_key_env}, policy=policy,
+        decision_log={"path": str(decision_log) if decision_log else None},
+    )
+    if local_only or not cfg.has_remote:
+        if model_name or api_key_env:
+            raise ConfigError("--model/--api-key-env configure the remote tier: pass --remote URL too (or configure one)")
+        return None
+    return cfg
+
+
+def _chat_loop(target, cfg, system: str | None, *, as_json: bool, first_k: int) -> None:
+    history: list[dict] = [{"role": "system", "content": system}] if system else []
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            err.print("[bold]>[/] ", end="")
+        line = sys.stdin.readline()
+        if not line:
+            break
+        line = line.rstrip("\n")
+        if line.strip() in ("/exit", "/quit"):
+            break
+        if not line.strip():
+            continue
+        history.append({"role": "user", "content": line})
+        text = answer(target, ("chat", history), cfg, as_json=as_json, first_k=first_k)
+        history.append({"role": "assistant", "content": text})
+
+
+__all__ = ["run_cmd", "load_model", "resolve_artifact"]

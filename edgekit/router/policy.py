@@ -1,0 +1,107 @@
+"""When the router hands a request to the remote tier: the triggers, each on/off and tunable.
+
+A :class:`Policy` is a frozen pydantic model (``extra="forbid"``), so it can be
+read from ``edgekit.toml`` and written back by ``edgekit calibrate``.
+
+Triggers, in the order the router checks them:
+
+``context_overflow``  the prompt (counted with the local tokenizer) does not fit the
+                      local context: go remote without trying locally.
+``local_error``       the local attempt raised one of ``fallback_errors`` (by default any
+                      :class:`~edgekit.errors.BackendError` and ``MemoryError``). Other
+                      exceptions are bugs or bad input and propagate.
+``ttft_budget``       the local first token took longer than ``ttft_budget_s``.
+``total_budget``      the local answer was not finished after ``total_budget_s`` (checked
+                      between tokens: a running forward pass cannot be interrupted).
+``low_confidence``    over the first ``first_k`` generated tokens, the ``quantile``-th
+                      quantile of the chosen tokens' probabilities is below ``threshold``:
+                      the draft is discarded (it never reaches the caller) and the remote asked.
+
+``degrade``: when the remote is down (or its circuit breaker is open) answer locally
+anyway and mark the result degraded; with ``degrade=false`` the remote's error is raised.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Literal, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edgekit import errors as _errors
+from edgekit.errors import ConfigError
+
+Trigger = Literal["context_overflow", "local_error", "ttft_budget", "total_budget", "low_confidence"]
+TRIGGERS: tuple[str, ...] = ("context_overflow", "local_error", "ttft_budget", "total_budget", "low_confidence")
+
+# The default threshold comes from `edgekit calibrate` on the packaged SmolLM2-135M-Instruct (Q4_1 GGUF)
+# and the shipped calibration set, with first_k=8 and quantile=0.1: 31% of the questions are answered
+# locally at 62% accuracy, against 36% accuracy when the local model answers all (benchmarks/router.py).
+DEFAULT_THRESHOLD = 0.45
+
+
+def _fallback_type(name: str) -> type[BaseException]:
+    cls = getattr(_errors, name, None) or (getattr(builtins, name, None) if name == "MemoryError" else None)
+    if not (isinstance(cls, type) and (issubclass(cls, _errors.BackendError) or cls is MemoryError)):
+        allowed = sorted(n for n, c in vars(_errors).items() if isinstance(c, type) and issubclass(c, _errors.BackendError))
+        raise ValueError(f"{name!r} is not a backend failure type: use MemoryError or one of {', '.join(allowed)}")
+    return cls
+
+
+def first_error(exc: ValidationError, where: str) -> str:
+    """One line for the first problem pydantic found."""
+    e = exc.errors()[0]
+    loc = ".".join(str(x) for x in e["loc"])
+    msg = e["msg"].removeprefix("Value error, ")
+    return f"{where}: {loc + ': ' if loc else ''}{msg}"
+
+
+class Policy(BaseModel):
+    """The fallback policy. All triggers are on by default except the time budgets (no budget set)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    context_overflow: bool = Field(True, description="prompt longer than the local context -> remote, without a local try")
+    local_error: bool = Field(True, description="a local failure of a type in fallback_errors -> remote")
+    fallback_errors: tuple[str, ...] = Field(("BackendError", "MemoryError"), description="local error types that fall back")
+    ttft_budget_s: float | None = Field(None, gt=0, description="local time to first token above this -> remote")
+    total_budget_s: float | None = Field(None, gt=0, description="local answer unfinished after this -> remote")
+    low_confidence: bool = Field(True, description="low confidence over the first tokens -> discard the draft, remote")
+    threshold: float = Field(DEFAULT_THRESHOLD, ge=0, le=1, description="confidence below this is low")
+    first_k: int = Field(8, ge=1, le=512, description="how many first generated tokens the confidence is taken over")
+    quantile: float = Field(0.1, ge=0, le=1, description="which quantile of their probabilities (0 = the minimum)")
+    degrade: bool = Field(True, description="remote down -> answer locally, marked degraded (else raise)")
+
+    def __init__(self, **data):
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(first_error(exc, "invalid policy")) from exc
+
+    @field_validator("fallback_errors")
+    @classmethod
+    def _known_errors(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            _fallback_type(name)
+        return value
+
+    @property
+    def fallback_types(self) -> tuple[type[BaseException], ...]:
+        return tuple(_fallback_type(n) for n in self.fallback_errors)
+
+    def falls_back_on(self, exc: BaseException) -> bool:
+        return self.local_error and isinstance(exc, self.fallback_types)
+
+    def score(self, probs: Sequence[float]) -> float:
+        """The confidence score of a draft: the ``quantile`` of its first ``first_k`` token probabilities."""
+        p = np.asarray(list(probs)[: self.first_k], dtype=np.float64)
+        return float(np.quantile(p, self.quantile)) if p.size else 0.0
+
+    def metric_name(self) -> str:
+        q = "min" if self.quantile == 0 else "max" if self.quantile == 1 else f"p{self.quantile * 100:g}"
+        return f"{q} prob of first {self.first_k}"
+
+    def with_(self, **changes) -> "Policy":
+        """A copy with some settings changed (validated)."""
+        return Policy(**{**self.model_dump(), **changes})

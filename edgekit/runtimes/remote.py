@@ -1,0 +1,462 @@
+"""A remote LLM over the OpenAI-compatible Chat Completions API (httpx), as a tier behind the router.
+
+Works with any server that speaks ``POST {base_url}/chat/completions``: llama.cpp's
+server and llama-cpp-python's, Ollama, vLLM, OpenAI. Plain prompts (``generate``)
+are sent as one user message: the API is chat-only on most servers.
+
+Failure handling is the point of this module, because the router's fallback
+decisions depend on it:
+
+* connect and read timeouts are separate (a dead host fails fast; a slow model
+  may take its time between bytes up to ``timeout``);
+* 429, 5xx, connection errors and timeouts are retried ``max_retries`` times with
+  exponential backoff and jitter; a ``Retry-After`` header is honoured, unless it
+  asks for more than ``max_retry_after_s`` (then we give up at once rather than
+  block the caller);
+* a stream is retried only until its first token was handed out: text the
+  caller has seen cannot be taken back, so a drop after that is an error;
+* 401/403 are never retried (a wrong key does not get better);
+* every httpx error is translated into :mod:`edgekit.errors` (``RemoteTimeout``,
+  ``RemoteUnavailable``, ``RemoteAuthError``, ``RemoteProtocolError``).
+
+The API key comes from ``api_key`` or the environment variable ``api_key_env``.
+It is only ever put in the ``Authorization`` header: it is not in ``repr``, log
+records or error messages, and server answers quoted in errors are scrubbed of it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import math
+import os
+import random
+import re
+import threading
+import time
+from typing import Any, Iterator, Sequence
+from urllib.parse import urlsplit
+
+from edgekit.errors import (
+    ConfigError,
+    RemoteAuthError,
+    RemoteError,
+    RemoteProtocolError,
+    RemoteTimeout,
+    RemoteUnavailable,
+)
+from edgekit.runtimes.base import GenerationConfig, GenerationResult, Timings, TokenEvent, _config
+from edgekit.runtimes.chat import check_messages
+
+log = logging.getLogger("edgekit.remote")
+
+DEFAULT_KEY_ENV = "EDGEKIT_REMOTE_API_KEY"
+RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_FINISH = {"length": "length"}  # OpenAI's "stop" does not say whether a stop string matched: report "eos"
+
+
+class _Secret:
+    """Holds the API key; prints as ``***`` wherever it ends up (repr, f-strings, tracebacks' locals)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str | None):
+        self._value = value or None
+
+    def get(self) -> str | None:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "***" if self._value else "None"
+
+    __str__ = __repr__
+
+
+def _positive(name: str, value, *, allow_zero: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{name} must be a number {'>=' if allow_zero else '>'} 0, got {value!r}")
+    return float(value)
+
+
+def normalize_base_url(url: str) -> str:
+    """``http://host:port`` -> ``http://host:port/v1``; a URL with a path is kept as given."""
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError("the remote URL is empty: pass e.g. --remote http://127.0.0.1:8080/v1")
+    url = url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"the remote URL {url!r} must look like http://host:port/v1 (http or https)")
+    return url if parts.path not in ("", "/") else url + "/v1"
+
+
+class RemoteLLM:
+    """An OpenAI-compatible chat model over HTTP with the generate/stream/chat API of a local Model.
+
+    ``timeout``: seconds to wait for each read (the first byte included);
+    ``connect_timeout``: seconds to open the connection; ``max_retries``: extra
+    attempts after the first on 429/5xx/connection errors/timeouts; ``backoff_s``:
+    the first retry's delay, doubled each time up to ``max_backoff_s``, jittered.
+    ``extra_body``: additional JSON fields for servers that take more settings
+    (``{"top_k": 40}`` on llama.cpp or vLLM). A RemoteLLM is safe to share between threads.
+    """
+
+    kind = "decoder"
+    backend = "remote"
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        api_key_env: str | None = None,
+        timeout: float = 60.0,
+        connect_timeout: float = 5.0,
+        max_retries: int = 2,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 8.0,
+        max_retry_after_s: float = 30.0,
+        extra_body: dict[str, Any] | None = None,
+    ):
+        self.base_url = normalize_base_url(base_url)
+        if not isinstance(model, str) or not model.strip():
+            raise ConfigError("the remote model name is empty: pass --model NAME (the name the server serves)")
+        self.model = model.strip()
+        self.timeout = _positive("timeout", timeout)
+        self.connect_timeout = _positive("connect_timeout", connect_timeout)
+        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+            raise ConfigError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+        self.max_retries = max_retries
+        self.backoff_s = _positive("backoff_s", backoff_s, allow_zero=True)
+        self.max_backoff_s = _positive("max_backoff_s", max_backoff_s, allow_zero=True)
+        self.max_retry_after_s = _positive("max_retry_after_s", max_retry_after_s, allow_zero=True)
+        if extra_body is not None and not isinstance(extra_body, dict):
+            raise ConfigError("extra_body must be a mapping of JSON fields")
+        self.extra_body = dict(extra_body or {})
+        self.api_key_env = api_key_env or DEFAULT_KEY_ENV
+        if api_key is None:
+            api_key = os.environ.get(self.api_key_env)
+            if api_key is None and api_key_env and api_key_env != DEFAULT_KEY_ENV:
+                raise ConfigError(f"the environment variable {api_key_env} (api_key_env) is not set: export it or drop the setting")
+        self._key = _Secret(api_key)
+        self._client = None
+        self._client_lock = threading.Lock()
+        self._rng = random.Random()
+
+    # ---- plumbing ---------------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"<RemoteLLM {self.model} at {self.base_url} (api key {'set' if self._key.get() else 'not set'})>"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def url(self) -> str:
+        return self.base_url + "/chat/completions"
+
+    def _http(self):
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    import httpx
+
+                    headers = {"Accept": "application/json, text/event-stream", "User-Agent": "edgekit-remote"}
+                    if self._key.get():
+                        headers["Authorization"] = f"Bearer {self._key.get()}"
+                    self._client = httpx.Client(
+                        timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout), headers=headers,
+                    )
+        return self._client
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def redact(self, text: str) -> str:
+        """``text`` with the API key (and any bearer token) replaced by ``***``."""
+        key = self._key.get()
+        if key:
+            text = text.replace(key, "***")
+        return re.sub(r"(?i)(bearer\s+)\S+", r"\1***", text)
+
+    def _where(self) -> str:
+        return f"the remote {self.model} at {self.base_url}"
+
+    # ---- requests -----------------------------------------------------------------
+    def _body(self, messages: list[dict], cfg: GenerationConfig, stream: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model, "messages": messages, "max_tokens": cfg.max_tokens,
+            "temperature": cfg.temperature, "top_p": cfg.top_p, "stream": stream,
+        }
+        if cfg.stop:
+            body["stop"] = list(cfg.stop)
+        if cfg.seed is not None:
+            body["seed"] = cfg.seed
+        body.update(self.extra_body)
+        return body
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return retry_after
+        base = min(self.max_backoff_s, self.backoff_s * (2**attempt))
+        return base / 2 + self._rng.uniform(0, base / 2)  # "equal jitter": never 0, never in lockstep
+
+    def _backoff(self, attempts: list[int], error: RemoteError, cause, retry_after: float | None = None) -> None:
+        """Sleep before the next attempt, or raise ``error`` when retries are spent (or Retry-After is too long).
+
+        ``attempts`` is one counter shared by the connection and the stream of one request,
+        so a request makes at most ``max_retries + 1`` attempts in all.
+        """
+        if attempts[0] >= self.max_retries:
+            raise error from cause
+        if retry_after is not None and retry_after > self.max_retry_after_s:
+            raise RemoteUnavailable(
+                f"{error} (it asks to retry after {retry_after:.0f} s, more than max_retry_after_s={self.max_retry_after_s:g})"
+            ) from cause
+        delay = self._delay(attempts[0], retry_after)
+        attempts[0] += 1
+        log.info("%s; retrying in %.2f s (attempt %d of %d)", error, delay, attempts[0] + 1, self.max_retries + 1)
+        time.sleep(delay)
+
+    def _open(self, body: dict[str, Any], *, read_body: bool, attempts: list[int] | None = None):
+        """POST with retries; return the 200 response (its body read unless streaming) or raise RemoteError."""
+        import httpx
+
+        client = self._http()
+        attempts = attempts if attempts is not None else [0]
+        while True:
+            retry_after = None
+            try:
+                response = client.send(client.build_request("POST", self.url, json=body), stream=True)
+            except httpx.TimeoutException as exc:
+                error: RemoteError = _timeout_error(self, exc)
+                cause = exc
+            except httpx.TransportError as exc:
+                error, cause = RemoteUnavailable(f"{self._where()} is unreachable: {self.redact(str(exc)) or type(exc).__name__}"), exc
+            else:
+                log.debug("POST %s attempt %d: HTTP %d", self.url, attempts[0] + 1, response.status_code)
+                if response.status_code == 200:
+                    if not read_body:
+                        return response
+                    try:
+                        response.read()
+                        return response
+                    except httpx.TimeoutException as exc:
+                        error, cause = _timeout_error(self, exc), exc
+                    except httpx.TransportError as exc:
+                        error = RemoteUnavailable(f"{self._where()} dropped the connection mid-answer: {self.redact(str(exc))}")
+                        cause = exc
+                    finally:
+                        response.close()
+                else:
+                    error, retry_after = self._status_error(response)
+                    cause = None
+                    if response.status_code not in RETRY_STATUS:
+                        raise error
+            self._backoff(attempts, error, cause, retry_after)
+
+    def _status_error(self, response) -> tuple[RemoteError, float | None]:
+        status = response.status_code
+        try:
+            response.read()
+            detail = _error_detail(response.text)
+        except Exception:  # the body of an error answer is only a hint
+            detail = ""
+        finally:
+            response.close()
+        detail = self.redact(detail)
+        suffix = f": {detail}" if detail else ""
+        if status in (401, 403):
+            key = "an API key" if self._key.get() else "no API key"
+            return RemoteAuthError(
+                f"{self._where()} rejected the credentials (HTTP {status}, sent {key} from ${self.api_key_env}){suffix}"
+            ), None
+        if status in RETRY_STATUS:
+            what = "is rate limiting" if status == 429 else "failed"
+            return RemoteUnavailable(f"{self._where()} {what} (HTTP {status}){suffix}"), _retry_after(response.headers.get("retry-after"))
+        return RemoteError(f"{self._where()} refused the request (HTTP {status}){suffix}"), None
+
+    # ---- public API ------------------------------------------------------------------
+    def generate(self, prompt: str, config: GenerationConfig | None = None, **overrides) -> GenerationResult:
+        return self.chat([{"role": "user", "content": _prompt(prompt)}], config, **overrides)
+
+    def stream(self, prompt: str, config: GenerationConfig | None = None, **overrides) -> Iterator[TokenEvent]:
+        return self.stream_chat([{"role": "user", "content": _prompt(prompt)}], config, **overrides)
+
+    def chat(self, messages: Sequence[dict], config: GenerationConfig | None = None, **overrides) -> GenerationResult:
+        """One non-streaming request. ``token_ids``/``probs`` are empty: servers do not send them."""
+        msgs, cfg = check_messages(messages), _config(config, overrides)
+        t0 = time.perf_counter()
+        response = self._open(self._body(msgs, cfg, stream=False), read_body=True)
+        total = time.perf_counter() - t0
+        try:
+            data = response.json()
+            choice = data["choices"][0]
+            text = choice["message"].get("content") or ""
+            finish = choice.get("finish_reason")
+            if not isinstance(text, str):
+                raise TypeError("content is not a string")
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise RemoteProtocolError(
+                f"{self._where()} answered something that is not a chat completion: {self.redact(response.text[:200])!r}"
+            ) from exc
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        timings = Timings(
+            prompt_tokens=int(usage.get("prompt_tokens") or 0), ttft_s=total, total_s=total,
+            decode_tokens=max(int(usage.get("completion_tokens") or 0) - 1, 0), decode_s=0.0,
+        )
+        return GenerationResult(text, [], _FINISH.get(finish, "eos"), [], [], timings)
+
+    def stream_chat(self, messages: Sequence[dict], config: GenerationConfig | None = None, **overrides) -> Iterator[TokenEvent]:
+        """Server-sent events, one :class:`TokenEvent` per content delta (``prob``/``entropy`` are NaN).
+
+        The request is sent on the first ``next()``. Failures before the first event
+        are retried like any request; after it they raise (the caller has the text).
+        """
+        msgs, cfg = check_messages(messages), _config(config, overrides)
+        return self._stream(self._body(msgs, cfg, stream=True))
+
+    def _stream(self, body: dict[str, Any]) -> Iterator[TokenEvent]:
+        import httpx
+
+        attempts = [0]
+        while True:
+            t0 = time.perf_counter()
+            response = self._open(body, read_body=False, attempts=attempts)
+            timings = Timings()
+            index, t_prev = 0, t0
+            try:
+                for delta, finish, usage in _chunks(self, response.iter_lines()):
+                    if usage:
+                        timings.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+                    if not delta and not finish:
+                        continue
+                    now = time.perf_counter()
+                    if index == 0:
+                        timings.ttft_s = now - t0
+                    else:
+                        timings.token_latencies_s.append(now - t_prev)
+                    t_prev = now
+                    timings.decode_tokens, timings.decode_s, timings.total_s = index, now - t0 - timings.ttft_s, now - t0
+                    done = _FINISH.get(finish, "eos") if finish else None
+                    yield TokenEvent(index, -1, delta, math.nan, math.nan, done, timings if done else None)
+                    index += 1
+                    if done:
+                        return
+                raise RemoteUnavailable(f"{self._where()} ended the stream before the answer was complete")
+            except httpx.TimeoutException as exc:
+                error: RemoteError = _timeout_error(self, exc)
+                cause: BaseException | None = exc
+            except httpx.TransportError as exc:
+                error = RemoteUnavailable(f"{self._where()} dropped the stream: {self.redact(str(exc)) or type(exc).__name__}")
+                cause = exc
+            except RemoteUnavailable as exc:
+                error, cause = exc, None
+            finally:
+                response.close()
+            if index > 0:  # the caller has text: no retry can take it back
+                raise type(error)(f"{error} after {index} streamed token(s)") from cause
+            self._backoff(attempts, error, cause)
+
+
+def _prompt(prompt) -> str:
+    if not isinstance(prompt, str) or not prompt:
+        raise ConfigError("prompt must be a non-empty string")
+    return prompt
+
+
+def _timeout_error(remote: RemoteLLM, exc) -> RemoteTimeout:
+    import httpx
+
+    if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
+        return RemoteTimeout(f"{remote._where()} did not accept the connection within {remote.connect_timeout:g} s")
+    return RemoteTimeout(f"{remote._where()} sent nothing for {remote.timeout:g} s (read timeout)")
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header: a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - time.time()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _error_detail(text: str) -> str:
+    """The message of an OpenAI-style error body, else the start of the body, on one line."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        err = data.get("error", data.get("detail", data.get("message")))
+        if isinstance(err, dict):
+            err = err.get("message", err)
+        if err is not None:
+            text = str(err)
+    return " ".join(text.split())[:200]
+
+
+def _sse_data(lines: Iterator[str]) -> Iterator[str]:
+    """The ``data`` payloads of a server-sent event stream (comments, event names and ids ignored)."""
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        if field == "data":
+            data.append(value[1:] if value.startswith(" ") else value)
+    if data:
+        yield "\n".join(data)
+
+
+def _chunks(remote: RemoteLLM, lines: Iterator[str]) -> Iterator[tuple[str, str | None, dict | None]]:
+    """(content delta, finish_reason, usage) per chat.completion.chunk, until ``[DONE]``."""
+    for payload in _sse_data(lines):
+        if payload.strip() == "[DONE]":
+            return
+        try:
+            chunk = json.loads(payload)
+        except ValueError as exc:
+            raise RemoteProtocolError(f"{remote._where()} sent a malformed stream event: {remote.redact(payload[:120])!r}") from exc
+        if not isinstance(chunk, dict):
+            raise RemoteProtocolError(f"{remote._where()} sent a stream event that is not an object: {remote.redact(payload[:120])!r}")
+        if "error" in chunk:
+            raise RemoteUnavailable(f"{remote._where()} reported an error mid-stream: {remote.redact(_error_detail(payload))}")
+        usage = chunk.get("usage") if isinstance(chunk.get("usage"), dict) else None
+        choices = chunk.get("choices")
+        if not choices:
+            if usage is None:
+                raise RemoteProtocolError(f"{remote._where()} sent a stream event without choices: {remote.redact(payload[:120])!r}")
+            yield "", None, usage
+            continue
+        try:
+            choice = choices[0]
+            delta = choice.get("delta") or {}
+            content = delta.get("content") or ""
+            finish = choice.get("finish_reason")
+        except (AttributeError, IndexError, KeyError, TypeError) as exc:
+            raise RemoteProtocolError(f"{remote._where()} sent a malformed chunk: {remote.redact(payload[:120])!r}") from exc
+        if not isinstance(content, str):
+            raise RemoteProtocolError(f"{remote._where()} sent non-text content: {remote.redact(payload[:120])!r}")
+        yield content, finish, usage

@@ -35,6 +35,9 @@ _LAZY = {
     "RemoteLLM": "edgekit.runtimes.remote",
     "Router": "edgekit.router",
     "Policy": "edgekit.router",
+    "TargetProfile": "edgekit.targets",
+    "bench": "edgekit.profiler",
+    "predict": "edgekit.profiler",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -1,0 +1,89 @@
+"""``edgekit bench``: measure artifacts (ONNX or GGUF) on this machine, predict them for targets, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from edgekit.cli import app
+from edgekit.cli.output import err, out, print_json
+
+TARGET_HELP = ("Target device (repeatable): a preset ('edgekit targets list'), 'host', or a .toml profile. Each gets "
+               "a prediction beside the host measurement and a RAM-budget check; with one target the runs use its "
+               "thread count (at most this machine's CPUs).")
+
+
+def rows_table(rows: list[dict[str, str]], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    cols = list(dict.fromkeys(k for row in rows for k in row))
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("artifact", "format", "precision", "status", "gate", "target", "bound")
+                         else "right", no_wrap=c == "artifact")
+    for row in rows:
+        table.add_row(*(row.get(c, "") for c in cols))
+    return table
+
+
+@app.command("bench")
+def bench_cmd(
+    artifacts: List[Path] = typer.Argument(..., help="Artifact folders (ONNX or GGUF) or bare .gguf/.onnx files.",
+                                           show_default=False),
+    target: List[str] = typer.Option([], "--target", "-t", help=TARGET_HELP, show_default=False),
+    prompt_tokens: int = typer.Option(128, "--prompt-tokens", min=1, help="Prompt length in tokens (exact; encoders: tokens per text)."),
+    gen_tokens: int = typer.Option(128, "--gen-tokens", min=2, help="Tokens to generate per run (exact: generation ignores end-of-sequence)."),
+    runs: int = typer.Option(5, "--runs", min=1, help="Measured runs per artifact, each in a fresh process."),
+    warmup: int = typer.Option(1, "--warmup", min=0, help="Warm-up runs per artifact (run, reported, not counted)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads per run (default: the target's, else all CPUs)."),
+    context: Optional[int] = typer.Option(None, "--context", min=2, help="Context window to load with (default: the runtime's)."),
+    timeout: float = typer.Option(600.0, "--timeout", min=0.1, help="Seconds before a run is killed and reported as failed."),
+    batch_reps: int = typer.Option(5, "--batch-reps", min=1, help="Encoders: timed calls per batch size (1, 8, 32) per run."),
+    json_file: Optional[str] = typer.Option(None, "--json", help="Write the JSON report to FILE ('-': print it instead of tables)."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write bench.json, bench.md and the bench.png chart into DIR."),
+):
+    """Measure load time, time to first token, prefill and decode tokens/s, per-token latency p50/p90/p99 and peak RSS.
+
+    Every run is a fresh process; its peak RSS comes from the kernel (wait4). Medians and ranges over the
+    runs; warm-up runs are not counted. Encoders report batch latency and items/s at batch sizes 1, 8, 32.
+    With --target, each artifact also gets the roofline prediction for that device (calibrated on this
+    machine) and a check of its RAM budget. A run that crashes or times out is reported as failed and the
+    other runs are kept: exit 1; a bad artifact or option: exit 2.
+    """
+    from edgekit.errors import ArtifactError, BenchRunError, ConfigError
+    from edgekit.profiler.bench import bench, report_errors
+    from edgekit.profiler.report import check_report_dir, measured_rows, prediction_rows, write_report
+    from edgekit.progress import RichProgress
+
+    if report is not None:
+        check_report_dir(report)
+    json_path = None
+    if json_file not in (None, "-"):
+        json_path = Path(json_file).expanduser()
+        if json_path.is_dir() or not json_path.absolute().parent.is_dir():
+            raise ConfigError(f"--json {json_file}: not a writable file path")
+    result = bench(artifacts, targets=target, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, runs=runs,
+                   warmup=warmup, threads=threads, context=context, timeout=timeout, batch_reps=batch_reps,
+                   progress=RichProgress(err))
+    if json_file == "-":
+        print_json(result.to_json())
+    else:
+        out.print(rows_table(measured_rows(result), f"measured on this machine ({result.settings.threads} threads)"))
+        preds = prediction_rows(result)
+        if preds:
+            out.print(rows_table(preds, "predicted per target (roofline calibrated on this machine)"))
+    if json_path is not None:
+        from edgekit.manifest import write_json_atomic
+
+        write_json_atomic(json_path, result.to_json())
+        err.print(f"[green]wrote[/] {json_path}")
+    if report is not None:
+        paths = write_report(result, report)
+        err.print(f"[green]wrote[/] {paths['markdown']}, {paths['chart']}, {paths['json']}")
+    code, message = report_errors(result)
+    if code == 2:
+        kinds = {run.error_type for r in result.results for run in r.runs if run.user_error}
+        raise (ConfigError if kinds & {"ConfigError", "ContextOverflowError"} else ArtifactError)(message)
+    if code == 1:
+        raise BenchRunError(message)

@@ -1,0 +1,311 @@
+"""``bench``: measure artifacts the same way for ONNX and GGUF, one fresh process per run.
+
+Every run is ``python -m edgekit.profiler.worker`` (worker.py) started here and
+reaped with ``os.wait4``: the kernel's ``ru_maxrss`` of that process is the
+run's peak RSS, exact and without sampling. A run that crashes or exceeds the
+timeout is recorded as failed (its process group is killed) and the other runs
+are kept. Warm-up runs (page cache, CPU clocks) are run and reported but not
+counted in the medians.
+
+After the runs, the artifact's host measurements become a roofline calibration
+(roofline.py) against the host profile (targets/detect.py), and each requested
+target gets a prediction beside the host measurement.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgekit import __version__
+from edgekit.errors import ConfigError
+from edgekit.manifest import MANIFEST_NAME, now_iso, read_manifest, verify_files
+from edgekit.profiler.roofline import calibrate, predict, save_calibration
+from edgekit.profiler.schema import (
+    ArtifactResult, BatchSummary, BenchReport, BenchSettings, DecoderSummary, EncoderSummary, GateSummary, Percentiles,
+    RamCheck, RunRecord, Spread,
+)
+from edgekit.profiler.shape import ModelShape, artifact_shape
+from edgekit.progress import Progress, ensure
+from edgekit.targets.profile import TargetProfile, resolve_target
+
+GATE_METRIC = {"decoder": "top1", "encoder": "cos_mean", "classifier": "label_agreement"}
+
+
+# ---- one run -----------------------------------------------------------------------
+
+def worker_command(path: Path, *, threads: int | None, context: int | None, prompt_tokens: int, gen_tokens: int,
+                   batch_reps: int) -> list[str]:
+    cmd = [sys.executable, "-m", "edgekit.profiler.worker", str(path), "--prompt-tokens", str(prompt_tokens),
+           "--gen-tokens", str(gen_tokens), "--batch-reps", str(batch_reps)]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    if context:
+        cmd += ["--context", str(context)]
+    return cmd
+
+
+def run_once(cmd: list[str], timeout: float) -> tuple[dict[str, Any], int | None, bool, int | None, float, str]:
+    """Run ``cmd``; return (its JSON, exit code, timed out, peak RSS bytes from wait4, wall seconds, stderr tail)."""
+    import json
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        timed_out = False
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() - t0 > timeout:
+                timed_out = True
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.02)
+        wall = time.perf_counter() - t0
+        code = os.waitstatus_to_exitcode(status)
+        proc.returncode = code  # reaped here; Popen must not wait again
+        out.seek(0)
+        err.seek(0)
+        lines = [ln for ln in out.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+        stderr = err.read().decode("utf-8", "replace").strip()
+    data: dict[str, Any] = {}
+    if lines:
+        try:
+            data = json.loads(lines[-1])
+        except ValueError:
+            data = {}
+    return data, code, timed_out, usage.ru_maxrss * 1024, wall, stderr[-600:]
+
+
+def _record(index: int, warmup: bool, data, code, timed_out, rss, wall, stderr, timeout) -> RunRecord:
+    if timed_out:
+        return RunRecord(index=index, warmup=warmup, ok=False, exit_code=code, timed_out=True, wall_s=wall,
+                         peak_rss_bytes=rss, error=f"run exceeded the timeout of {timeout:g} s and was killed",
+                         error_type="BenchRunError")
+    if code == 0 and "error" not in data and data:
+        return RunRecord(index=index, warmup=warmup, ok=True, exit_code=0, wall_s=wall, peak_rss_bytes=rss,
+                         cpu_wait_fraction=data.get("cpu_wait_fraction"), measurements=data)
+    err = data.get("error") or {}
+    if err:
+        message, etype = err.get("message", ""), err.get("type")
+    elif code is not None and code < 0:
+        message, etype = f"run crashed (signal {-code})", "BenchRunError"
+    else:
+        last = stderr.strip().splitlines()[-1] if stderr.strip() else "no output"
+        message, etype = f"run failed with exit status {code}: {last[:300]}", "BenchRunError"
+    return RunRecord(index=index, warmup=warmup, ok=False, exit_code=code, wall_s=wall, peak_rss_bytes=rss,
+                     error=message, error_type=etype, user_error=bool(err.get("user")))
+
+
+# ---- summaries -------------------------------------------------------------------------
+
+def spread(values: Sequence[float]) -> Spread:
+    v = np.asarray(values, dtype=np.float64)
+    return Spread(median=float(np.median(v)), min=float(v.min()), max=float(v.max()), n=int(v.size))
+
+
+def percentiles(values: Sequence[float]) -> Percentiles:
+    v = np.asarray(values, dtype=np.float64)
+    p50, p90, p99 = (float(x) for x in np.percentile(v, [50, 90, 99]))
+    return Percentiles(p50=p50, p90=p90, p99=p99)
+
+
+def summarize_decoder(runs: list[dict]) -> DecoderSummary:
+    lat = [x for r in runs for x in r["token_latencies_s"]]
+    fwd = [x for r in runs for x in r["decode_forward_s"]]
+    lat_p, fwd_p = percentiles(lat or [0.0]), percentiles(fwd or [0.0])
+    return DecoderSummary(
+        prompt_tokens=runs[0]["prompt_tokens"], generated_tokens=runs[0]["generated_tokens"],
+        decode_tokens=runs[0]["decode_tokens"], load_s=spread([r["load_s"] for r in runs]),
+        ttft_s=spread([r["ttft_s"] for r in runs]), prefill_tps=spread([r["prefill_tps"] for r in runs]),
+        decode_tps=spread([r["decode_tps"] for r in runs]), token_latency_s=lat_p, forward_s=fwd_p,
+        token_overhead_s=max(0.0, lat_p.p50 - fwd_p.p50),
+    )
+
+
+def summarize_encoder(runs: list[dict]) -> EncoderSummary:
+    batches = {}
+    for size in runs[0]["batch_latencies_s"]:
+        lat = [x for r in runs for x in r["batch_latencies_s"][size]]
+        p = percentiles(lat)
+        batches[size] = BatchSummary(latency_s=p, items_per_s=int(size) / p.p50 if p.p50 > 0 else 0.0)
+    return EncoderSummary(prompt_tokens=runs[0]["prompt_tokens"], load_s=spread([r["load_s"] for r in runs]),
+                          batches=batches)
+
+
+def gate_summary(path: Path, kind: str) -> GateSummary | None:
+    if not (path.is_dir() and (path / MANIFEST_NAME).is_file()):
+        return None
+    gate = read_manifest(path).gate
+    metric = GATE_METRIC.get(kind)
+    return GateSummary(status=gate.status, metric=metric if metric in gate.metrics else None,
+                       value=gate.metrics.get(metric), metrics=dict(gate.metrics))
+
+
+# ---- the bench -------------------------------------------------------------------------
+
+def _check_int(name: str, value, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def preflight(path: str | os.PathLike) -> tuple[Path, ModelShape, str, str]:
+    """Refuse a path that is not a benchable artifact before any run: (path, shape, format, precision)."""
+    p = Path(path).expanduser()
+    shape = artifact_shape(p)  # ArtifactError for missing, foreign or unreadable files
+    if p.is_dir():
+        m = read_manifest(p)
+        verify_files(p, m, hashes=False)
+        return p, shape, m.format, m.precision
+    return p, shape, "gguf" if p.suffix == ".gguf" else "onnx", shape.quant
+
+
+def _labels(paths: list[Path]) -> list[str]:
+    labels, seen = [], {}
+    for p in paths:
+        base = p.name if p.is_dir() else p.stem
+        seen[base] = seen.get(base, 0) + 1
+        labels.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
+    return labels
+
+
+def bench(
+    artifacts: Sequence[str | os.PathLike], *, targets: Sequence[str | TargetProfile] = (), prompt_tokens: int = 128,
+    gen_tokens: int = 128, runs: int = 5, warmup: int = 1, threads: int | None = None, context: int | None = None,
+    timeout: float = 600.0, batch_reps: int = 5, host: TargetProfile | None = None, calibrate_host: bool = True,
+    progress: Progress | None = None,
+) -> BenchReport:
+    """Bench each artifact (an ONNX or GGUF artifact folder, or a bare .gguf/.onnx file) on this machine.
+
+    ``targets``: preset names, TOML paths, 'host' or profiles; each gets a prediction and a RAM-budget check.
+    With one target and no ``threads``, runs use the target's thread count (at most the host's CPUs).
+    ``host``: the host profile for calibration (default: detected, cached for 15 minutes).
+    """
+    from edgekit.targets.detect import host_profile, usable_cpus
+
+    progress = ensure(progress)
+    if not artifacts:
+        raise ConfigError("pass at least one artifact to bench")
+    _check_int("prompt_tokens", prompt_tokens, 1)
+    _check_int("gen_tokens", gen_tokens, 2)
+    _check_int("runs", runs, 1)
+    _check_int("warmup", warmup, 0)
+    _check_int("batch_reps", batch_reps, 1)
+    if threads is not None:
+        _check_int("threads", threads, 1)
+    if context is not None:
+        _check_int("context", context, 2)
+    if not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise ConfigError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+    profiles = [t if isinstance(t, TargetProfile) else resolve_target(t) for t in targets]
+    checked = [preflight(a) for a in artifacts]
+    if threads is None:
+        threads = min(profiles[0].threads, usable_cpus()) if len(profiles) == 1 else usable_cpus()
+    if host is None and calibrate_host:
+        host = host_profile(progress=progress)
+    settings = BenchSettings(prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, runs=runs, warmup=warmup,
+                             threads=threads, context=context, timeout_s=float(timeout), batch_reps=batch_reps,
+                             targets=[p.name for p in profiles])
+    results = []
+    for (path, shape, fmt, precision), label in zip(checked, _labels([c[0] for c in checked])):
+        results.append(_bench_one(path, label, shape, fmt, precision, settings, profiles, host, progress))
+    return BenchReport(created_at=now_iso(), edgekit_version=__version__, host=host, targets=profiles,
+                       settings=settings, results=results)
+
+
+def _bench_one(path: Path, label: str, shape: ModelShape, fmt: str, precision: str, s: BenchSettings,
+               profiles: list[TargetProfile], host: TargetProfile | None, progress: Progress) -> ArtifactResult:
+    cmd = worker_command(path, threads=s.threads, context=s.context, prompt_tokens=s.prompt_tokens,
+                         gen_tokens=s.gen_tokens, batch_reps=s.batch_reps)
+    records: list[RunRecord] = []
+    total = s.warmup + s.runs
+    with progress.step(f"bench {label}", total=total) as step:
+        for i in range(total):
+            warm = i < s.warmup
+            step.update(f"bench {label}: {'warm-up' if warm else 'run'} {i + 1 if warm else i + 1 - s.warmup}/"
+                        f"{s.warmup if warm else s.runs}")
+            rec = _record(i, warm, *run_once(cmd, s.timeout_s), timeout=s.timeout_s)
+            records.append(rec)
+            step.advance()
+            if rec.user_error:  # a bad artifact or settings: every further run would fail the same way
+                break
+    good = [r for r in records if r.ok and not r.warmup]
+    failed = [r for r in records if not r.ok]
+    kind = good[0].measurements["kind"] if good else shape.kind
+    result = ArtifactResult(
+        label=label, path=str(path), format=fmt, backend=shape.backend, kind=kind, precision=precision,
+        size_bytes=shape.weight_bytes, gate=gate_summary(path, kind), shape=shape, threads=s.threads or 0,
+        status="ok" if good and not failed else ("partial" if good else "failed"),
+        error=failed[0].error if failed else None, runs=records,
+    )
+    if not good:
+        return result
+    rss = [r.peak_rss_bytes for r in good if r.peak_rss_bytes]
+    result.peak_rss_bytes = spread(rss) if rss else None
+    data = [r.measurements for r in good]
+    if kind == "decoder":
+        result.decoder = summarize_decoder(data)
+    else:
+        result.encoder = summarize_encoder(data)
+    if host is not None:
+        result.calibration = _calibrate(result, shape, host, data, s)
+        if result.calibration is not None:
+            save_calibration(result.calibration)
+            result.predictions = [predict(shape, t, result.calibration, prompt_tokens=s.prompt_tokens,
+                                          gen_tokens=s.gen_tokens, context=s.context) for t in profiles]
+    if result.peak_rss_bytes is not None:
+        peak = int(result.peak_rss_bytes.median)
+        result.ram_checks = [RamCheck(target=t.name, ram_budget_bytes=int(t.app_ram_budget_gb.value * 1e9),
+                                      peak_rss_bytes=peak, exceeds_budget=peak > t.app_ram_budget_gb.value * 1e9)
+                             for t in profiles]
+    return result
+
+
+def _calibrate(result: ArtifactResult, shape: ModelShape, host: TargetProfile, data: list[dict], s: BenchSettings):
+    """Calibrate on the run whose threads waited least for a CPU: on a shared host the others measure the neighbours."""
+    quiet = min(data, key=lambda d: d.get("cpu_wait_fraction") if d.get("cpu_wait_fraction") is not None else 1.0)
+    base = [d["base_rss_bytes"] for d in data if d.get("base_rss_bytes")]
+    common = dict(threads=s.threads or host.threads, artifact=result.label, measured_at=now_iso(),
+                  peak_rss_bytes=int(result.peak_rss_bytes.median) if result.peak_rss_bytes else None,
+                  base_rss_bytes=int(np.median(base)) if base else None, cpu_wait_fraction=quiet.get("cpu_wait_fraction"))
+    if result.decoder is not None:
+        d = result.decoder
+        kv_positions = quiet.get("context_length", 0) if shape.backend == "llama.cpp" else d.prompt_tokens + d.generated_tokens
+        return calibrate(shape, host, forward_s=float(np.median(quiet["decode_forward_s"])),
+                         token_latency_s=float(np.median(quiet["token_latencies_s"])),
+                         decode_position=d.prompt_tokens + d.generated_tokens // 2, prefill_s=quiet["prefill_s"],
+                         prompt_tokens=d.prompt_tokens, kv_positions=kv_positions, **common)
+    if result.encoder is not None and "32" in quiet["batch_latencies_s"]:
+        return calibrate(shape, host, batch32_s=float(np.median(quiet["batch_latencies_s"]["32"])),
+                         batch_tokens=result.encoder.prompt_tokens, **common)
+    return None
+
+
+def report_errors(report: BenchReport) -> tuple[int, str | None]:
+    """(exit code, first error line) for the CLI: 2 when an input was wrong, 1 when runs failed, else 0."""
+    user = [r for r in report.results for run in r.runs if run.user_error]
+    if user:
+        r = user[0]
+        return 2, f"{r.label}: {r.error}"
+    if report.failed:
+        r = report.failed[0]
+        n_failed = sum(1 for x in r.runs if not x.ok)
+        return 1, f"{r.label}: {n_failed} of {len(r.runs)} runs failed: {r.error}"
+    return 0, None
+
+
+__all__ = ["bench", "run_once", "worker_command", "report_errors", "preflight"]

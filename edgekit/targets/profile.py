@@ -1,0 +1,299 @@
+"""``TargetProfile``: what a device offers an on-device model, each number with its source.
+
+A profile says how many cores a device has and which SIMD features they offer,
+how much RAM an app may use, how fast memory streams (GB/s) and how much
+arithmetic the cores can do (fp32 GFLOP/s and int8 GOP/s). The profiler's
+roofline turns those numbers into predicted tokens/s and memory need, so every
+number carries a ``source`` note: a spec sheet, a published measurement, a
+derivation (cores x GHz x ops/cycle), or "measured by edgekit targets detect".
+
+Profiles are TOML files: the presets ship in ``edgekit/targets/presets/`` and a
+user adds their own with ``--target path/to/device.toml``. Units: GB = 1e9 bytes.
+Numbers are ``{ value = 17.1, source = "..." }`` tables, so a number without a
+source does not validate.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.resources
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgekit.errors import ConfigError
+
+SCHEMA_VERSION = 1
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+# ISA feature names a profile may list (canonical, lower case); detect maps /proc/cpuinfo onto these.
+KNOWN_ISA = {
+    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni",
+    "amx_int8", "amx_bf16", "neon", "fp16", "dotprod", "i8mm", "bf16", "sve", "sve2", "sme", "amx_apple",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class Sourced(_Strict):
+    """A number and where it comes from."""
+
+    value: float = Field(gt=0)
+    source: str = Field(min_length=3, description="spec sheet, publication (with URL), derivation, or measurement")
+
+
+class CoreCluster(_Strict):
+    name: str = Field(min_length=1, description="core type, e.g. Cortex-A76")
+    cores: int = Field(ge=1)
+    max_ghz: float | None = Field(default=None, gt=0)
+
+
+class PublishedRun(_Strict):
+    """A published measurement of a model on this device, used to check the profiler's predictions."""
+
+    model: str
+    params_b: float = Field(gt=0, description="parameters, billions")
+    quant: str = Field(description="GGUF type or ONNX precision: q4_k_m, q8_0, f16, int4 ...")
+    size_gb: float | None = Field(default=None, gt=0, description="model file size, GB (1e9 bytes), when published")
+    untied_embedding_params_b: float = Field(
+        default=0.0, ge=0, description="parameters of an input embedding that is only gathered (not read per token)"
+    )
+    layers: int | None = Field(default=None, ge=1)
+    kv_heads: int | None = Field(default=None, ge=1)
+    head_dim: int | None = Field(default=None, ge=1)
+    runtime: str = Field(description="what ran it: llama.cpp (build), ollama, llamafile ...")
+    threads: int = Field(ge=1)
+    decode_tps: float | None = Field(default=None, gt=0)
+    prefill_tps: float | None = Field(default=None, gt=0)
+    prefill_tokens: int | None = Field(default=None, ge=1)
+    source: str = Field(min_length=3)
+
+
+class TargetProfile(_Strict):
+    """A device the profiler measures on (the host) or predicts for (a preset or a user's TOML file)."""
+
+    schema_version: int = SCHEMA_VERSION
+    name: str
+    description: str = ""
+    arch: Literal["x86_64", "arm64"]
+    os: Literal["linux", "android", "macos", "ios", "windows"]
+    soc: str = Field(default="", description="chip name")
+    clusters: list[CoreCluster] = Field(min_length=1)
+    threads: int = Field(ge=1, description="threads an inference runtime should use (the big cores)")
+    isa: list[str] = Field(default_factory=list)
+    ram_gb: Sourced
+    app_ram_budget_gb: Sourced = Field(description="RAM one app may use before the OS kills it or it swaps")
+    memory_bandwidth_gbs: Sourced = Field(
+        description="sustained DRAM bandwidth with `threads` threads, STREAM-copy convention (bytes read + written)"
+    )
+    single_thread_bandwidth_gbs: Sourced | None = Field(default=None, description="the same with one thread")
+    peak_gflops_fp32: Sourced = Field(description="fp32 GFLOP/s with `threads` threads")
+    peak_gops_int8: Sourced = Field(description="int8 dot-product GOP/s with `threads` threads")
+    single_thread_gflops_fp32: Sourced | None = None
+    single_thread_gops_int8: Sourced | None = None
+    prediction_only: bool = Field(default=False, description="a device edgekit cannot run on; predictions only")
+    published: list[PublishedRun] = Field(default_factory=list)
+    notes: str = ""
+    measured_at: str | None = Field(default=None, description="set on profiles written by 'edgekit targets detect'")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError("must be lower case letters, digits, '.', '_' or '-' (e.g. raspberry-pi-5)")
+        return v
+
+    @field_validator("isa")
+    @classmethod
+    def _isa(cls, v: list[str]) -> list[str]:
+        unknown = sorted(set(v) - KNOWN_ISA)
+        if unknown:
+            raise ValueError(f"unknown ISA feature(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_ISA))}")
+        return v
+
+    @model_validator(mode="after")
+    def _threads_fit(self) -> "TargetProfile":
+        if self.threads > self.total_cores:
+            raise ValueError(f"threads ({self.threads}) is more than the cores of all clusters ({self.total_cores})")
+        return self
+
+    @property
+    def total_cores(self) -> int:
+        return sum(c.cores for c in self.clusters)
+
+    # ---- scaling with the thread count -------------------------------------------
+    def bandwidth_gbs(self, threads: int | None = None) -> float:
+        """Sustained bandwidth with ``threads`` threads: the single-thread figure scaled up to the all-thread one."""
+        n = min(threads or self.threads, self.threads)
+        full = self.memory_bandwidth_gbs.value
+        if self.single_thread_bandwidth_gbs is None or n >= self.threads:
+            return full
+        one = self.single_thread_bandwidth_gbs.value
+        return min(full, one + (full - one) * (n - 1) / max(1, self.threads - 1))
+
+    def peak_gops(self, kind: str, threads: int | None = None) -> float:
+        """Peak fp32 GFLOP/s (kind 'fp32') or int8 GOP/s (kind 'int8') with ``threads`` threads (linear in threads)."""
+        n = min(threads or self.threads, self.threads)
+        full = (self.peak_gops_int8 if kind == "int8" else self.peak_gflops_fp32).value
+        single = self.single_thread_gops_int8 if kind == "int8" else self.single_thread_gflops_fp32
+        if n >= self.threads:
+            return full
+        if single is not None:
+            return min(full, single.value + (full - single.value) * (n - 1) / max(1, self.threads - 1))
+        return full * n / self.threads
+
+    def core_gflops(self) -> float:
+        """fp32 GFLOP/s of one core: how fast serial work (Python, sampling) runs, relative to another device."""
+        return self.peak_gops("fp32", 1)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "arch": self.arch, "os": self.os, "soc": self.soc, "cores": self.total_cores,
+            "threads": self.threads, "ram_gb": self.ram_gb.value, "app_ram_budget_gb": self.app_ram_budget_gb.value,
+            "bandwidth_gbs": self.memory_bandwidth_gbs.value, "fp32_gflops": self.peak_gflops_fp32.value,
+            "int8_gops": self.peak_gops_int8.value, "prediction_only": self.prediction_only,
+        }
+
+
+# ---- files ----------------------------------------------------------------------
+
+def _toml_load(text: str, where: str) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where} is not valid TOML: {exc}") from exc
+
+
+def _describe(exc: ValidationError, where: str) -> ConfigError:
+    first = exc.errors()[0]
+    loc = ".".join(str(x) for x in first["loc"]) or "(top level)"
+    kind = first["type"]
+    if kind == "missing":
+        msg = f"{where}: field '{loc}' is missing"
+    elif kind == "extra_forbidden":
+        msg = f"{where}: unknown field '{loc}'"
+    else:
+        got = first.get("input")
+        shown = json.dumps(got, default=str)[:60] if not isinstance(got, dict) else "a table"
+        msg = f"{where}: field '{loc}' is invalid ({first['msg']}; got {shown})"
+    return ConfigError(msg + "; see 'edgekit targets show raspberry-pi-5' for a complete profile")
+
+
+def parse_profile(data: dict[str, Any], where: str) -> TargetProfile:
+    version = data.get("schema_version", SCHEMA_VERSION) if isinstance(data, dict) else None
+    if version != SCHEMA_VERSION:
+        raise ConfigError(f"{where}: schema_version {version!r} is not supported (this edgekit reads {SCHEMA_VERSION})")
+    try:
+        return TargetProfile.model_validate(data)
+    except ValidationError as exc:
+        raise _describe(exc, where) from exc
+
+
+def load_profile_file(path: str | os.PathLike) -> TargetProfile:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"target profile {p} does not exist")
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read target profile {p}: {exc}") from exc
+    return parse_profile(_toml_load(text, str(p)), str(p))
+
+
+def _preset_dir():
+    return importlib.resources.files("edgekit.targets") / "presets"
+
+
+def preset_names() -> list[str]:
+    return sorted(f.name[: -len(".toml")] for f in _preset_dir().iterdir() if f.name.endswith(".toml"))
+
+
+def load_preset(name: str) -> TargetProfile:
+    res = _preset_dir() / f"{name}.toml"
+    if not res.is_file():
+        raise ConfigError(f"unknown target {name!r}: use one of {', '.join(preset_names())}, 'host', or a .toml file")
+    profile = parse_profile(_toml_load(res.read_text(), f"preset {name}"), f"preset {name}")
+    if profile.name != name:
+        raise ConfigError(f"preset file {name}.toml names itself {profile.name!r}")
+    return profile
+
+
+def resolve_target(spec: str) -> TargetProfile:
+    """A preset name, 'host' (detected now, cached briefly), or a path to a TOML profile."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError("--target needs a preset name, 'host', or a .toml file")
+    if spec == "host":
+        from edgekit.targets.detect import host_profile
+
+        return host_profile()
+    if spec.endswith(".toml") or os.sep in spec or Path(spec).is_file():
+        return load_profile_file(spec)
+    return load_preset(spec)
+
+
+# ---- writing (detect --save) --------------------------------------------------------
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items() if x is not None) + " }"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def profile_to_toml(profile: TargetProfile) -> str:
+    """TOML text of a profile; scalars and ``{value, source}`` numbers first, arrays of tables last."""
+    data = profile.model_dump(mode="json", exclude_none=True)
+    lines, tables = [], []
+    for key, value in data.items():
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            tables.append((key, value))
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for key, rows in tables:
+        for row in rows:
+            lines.append("")
+            lines.append(f"[[{key}]]")
+            lines.extend(f"{k} = {_toml_value(v)}" for k, v in row.items() if v is not None)
+    return "\n".join(lines) + "\n"
+
+
+def save_profile(profile: TargetProfile, path: str | os.PathLike, force: bool = False) -> Path:
+    """Write ``profile`` as TOML through a temporary file and a rename; read it back to prove it loads."""
+    p = Path(path).expanduser().absolute()
+    if p.suffix != ".toml":
+        raise ConfigError(f"{p}: a target profile file must end in .toml")
+    if p.exists() and not force:
+        raise ConfigError(f"{p} already exists: choose another path or pass --force")
+    if not p.parent.is_dir():
+        raise ConfigError(f"cannot write {p}: {p.parent} is not a folder")
+    text = profile_to_toml(profile)
+    parse_profile(_toml_load(text, str(p)), str(p))  # never write a file that would not load
+    try:
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, p)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {p}: {exc.strerror or exc}") from exc
+    return p
+
+
+def today() -> str:
+    return _dt.date.today().isoformat()

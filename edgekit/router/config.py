@@ -172,6 +172,8 @@ def _validate(raw: dict[str, Any], where: str) -> EdgekitConfig:
         return EdgekitConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(first_error(exc, where)) from exc
+    except ConfigError as exc:  # Policy validates itself (its __init__ translates pydantic's error)
+        raise ConfigError(f"{where}: policy.{str(exc).removeprefix('invalid policy: ')}") from exc
 
 
 def apply_env(raw: dict[str, Any], environ=None) -> dict[str, Any]:

@@ -104,3 +104,34 @@ def make_tiny(folder: Path, arch: str, *, seed: int = 0, qwen2_tokenizer: bool =
 
 # One tiny model per architecture spec (and variant) the converter registers; see test_archs.py.
 ARCHS = ("llama", "llama3", "mistral", "qwen2", "qwen3", "gemma", "phi3")
+
+
+def make_tiny_spm_llama(folder: Path, *, seed: int = 0) -> Path:
+    """A tiny random Llama with a SentencePiece BPE tokenizer (byte fallback) trained here, saved the way
+    Llama 2 / TinyLlama ship it: tokenizer.model, tokenizer.json and add_bos_token in tokenizer_config.json."""
+    import sentencepiece as spm
+    import torch
+    import transformers
+
+    work = folder.parent / f".{folder.name}-spm"
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "corpus.txt").write_text("\n".join(CORPUS))
+    spm.SentencePieceTrainer.train(
+        input=str(work / "corpus.txt"), model_prefix=str(work / "sp"), vocab_size=700, model_type="bpe",
+        byte_fallback=True, character_coverage=1.0, bos_id=1, eos_id=2, unk_id=0, pad_id=-1, minloglevel=2,
+    )
+    tok = transformers.LlamaTokenizerFast(vocab_file=str(work / "sp.model"), legacy=False)
+    tok.save_pretrained(folder)
+    (folder / "tokenizer.model").write_bytes((work / "sp.model").read_bytes())
+    config = transformers.LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = transformers.LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.08)
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder

@@ -115,6 +115,8 @@ def detect_cmd(
         raise ConfigError(f"--name {name!r} must be lower case letters, digits, '.', '_' or '-'")
     if save is not None and save.suffix != ".toml":
         raise ConfigError(f"--save {save}: a target profile file must end in .toml")
+    if save is not None and save.exists() and not force:
+        raise ConfigError(f"{save} already exists: choose another --save path or pass --force")
     profile = detect(name=name, progress=RichProgress(err))
     written = save_profile(profile, save, force=force) if save is not None else None
     if as_json:

@@ -1,8 +1,9 @@
 """``bench``: measure artifacts the same way for ONNX and GGUF, one fresh process per run.
 
-Every run is ``python -m edgekit.profiler.worker`` (worker.py) started here and
-reaped with ``os.wait4``: the kernel's ``ru_maxrss`` of that process is the
-run's peak RSS, exact and without sampling. A run that crashes or exceeds the
+Every run is ``python -m edgekit.profiler.worker`` (worker.py), spawned by a
+tiny launcher that reaps it with ``os.wait4``: the kernel's ``ru_maxrss`` of
+that process is the run's peak RSS, exact and without sampling (see LAUNCHER
+for why the run is not forked from this process directly). A run that crashes or exceeds the
 timeout is recorded as failed (its process group is killed) and the other runs
 are kept. Warm-up runs (page cache, CPU clocks) are run and reported but not
 counted in the medians.
@@ -53,42 +54,62 @@ def worker_command(path: Path, *, threads: int | None, context: int | None, prom
     return cmd
 
 
+# A tiny launcher between the bench and each run. Linux carries a process's peak RSS across exec: a run
+# forked straight from this (possibly large) process would report at least this process's RSS as its own
+# ru_maxrss. The launcher is a bare interpreter (-S, a few MB); it spawns the run, reaps it with wait4 and
+# writes the run's rusage to a file, then exits with the run's status.
+LAUNCHER = r"""
+import json, os, sys
+pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as fh:
+    json.dump({"maxrss_kb": usage.ru_maxrss, "status": status, "exit": os.waitstatus_to_exitcode(status)}, fh)
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
 def run_once(cmd: list[str], timeout: float) -> tuple[dict[str, Any], int | None, bool, int | None, float, str]:
-    """Run ``cmd``; return (its JSON, exit code, timed out, peak RSS bytes from wait4, wall seconds, stderr tail)."""
+    """Run ``cmd``; return (its JSON, exit code, timed out, peak RSS bytes from wait4, wall seconds, stderr tail).
+
+    The exit code is negative (-signal) when the run was killed by a signal.
+    """
     import json
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile("r", prefix="edgekit-rusage-", suffix=".json") as usage_file:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        proc = subprocess.Popen([sys.executable, "-S", "-c", LAUNCHER, usage_file.name, *cmd], stdout=out, stderr=err,
+                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         timed_out = False
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() - t0 > timeout:
-                timed_out = True
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                pid, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.02)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the run share the new session's group
+            except ProcessLookupError:
+                pass
+            proc.wait()
         wall = time.perf_counter() - t0
-        code = os.waitstatus_to_exitcode(status)
-        proc.returncode = code  # reaped here; Popen must not wait again
         out.seek(0)
         err.seek(0)
         lines = [ln for ln in out.read().decode("utf-8", "replace").splitlines() if ln.strip()]
         stderr = err.read().decode("utf-8", "replace").strip()
+        try:
+            usage = json.loads(usage_file.read() or "{}")
+        except ValueError:
+            usage = {}
+    code = usage.get("exit", proc.returncode)
+    rss = usage["maxrss_kb"] * 1024 if "maxrss_kb" in usage else None
     data: dict[str, Any] = {}
     if lines:
         try:
             data = json.loads(lines[-1])
         except ValueError:
             data = {}
-    return data, code, timed_out, usage.ru_maxrss * 1024, wall, stderr[-600:]
+    return data, code, timed_out, rss, wall, stderr[-600:]
 
 
 def _record(index: int, warmup: bool, data, code, timed_out, rss, wall, stderr, timeout) -> RunRecord:

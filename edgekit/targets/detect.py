@@ -322,6 +322,7 @@ def detect(name: str = "host", progress=None) -> TargetProfile:
         "peak_gflops_fp32": fp(cpus).model_dump(), "single_thread_gflops_fp32": fp(1).model_dump(),
         "peak_gops_int8": i8(cpus).model_dump(), "single_thread_gops_int8": i8(1).model_dump(),
         "notes": f"cpu wait during microbenchmarks: {waited:.1%}", "measured_at": when,
+        "measurement_cpu_wait": round(waited, 4),
     }
     return parse_profile(profile, "detected host profile")
 

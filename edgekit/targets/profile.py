@@ -101,6 +101,9 @@ class TargetProfile(_Strict):
     published: list[PublishedRun] = Field(default_factory=list)
     notes: str = ""
     measured_at: str | None = Field(default=None, description="set on profiles written by 'edgekit targets detect'")
+    measurement_cpu_wait: float | None = Field(
+        default=None, ge=0, description="detect: share of the microbenchmarks' thread time spent waiting for a CPU"
+    )
 
     @field_validator("name")
     @classmethod
@@ -178,7 +181,9 @@ def _describe(exc: ValidationError, where: str) -> ConfigError:
     first = exc.errors()[0]
     loc = ".".join(str(x) for x in first["loc"]) or "(top level)"
     kind = first["type"]
-    if kind == "missing":
+    if not first["loc"]:
+        msg = f"{where}: {first['msg'].removeprefix('Value error, ')}"
+    elif kind == "missing":
         msg = f"{where}: field '{loc}' is missing"
     elif kind == "extra_forbidden":
         msg = f"{where}: unknown field '{loc}'"

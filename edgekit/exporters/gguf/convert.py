@@ -16,7 +16,6 @@ about one output tensor plus a 16 MB buffer; tensors that need a layout change
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess
@@ -349,7 +348,3 @@ def convert_with_llama_cpp(converter: Path, src: ResolvedSource, out_path: Path,
     n_params = sum(int(t.n_elements) for t in reader.tensors)
     return ConvertResult(path=out_path, spec="llama.cpp converter", gguf_arch=str(arch), n_tensors=len(reader.tensors),
                          n_params=n_params, vocab_model=str(model), pre=pre)
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())

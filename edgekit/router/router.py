@@ -219,10 +219,12 @@ class Router:
     def _start(self, run: _Run) -> str | None:
         """Tokenize, check the context, start the local draft. Returns a trigger or None."""
         local, policy, d = self.local, self.policy, run.decision
+        t = time.perf_counter()
         if run.messages is not None:
             ids = local.tokenize(local.render_chat(run.messages), add_special=False)
         else:
             ids = local.tokenize(run.prompt, add_special=True)
+        d.local_s += time.perf_counter() - t  # tokenizing is the local tier's work (Model.chat does it too)
         d.prompt_tokens = len(ids)
         try:
             local.check_context(len(ids))

@@ -252,6 +252,8 @@ class RemoteLLM:
                     except httpx.TransportError as exc:
                         error = RemoteUnavailable(f"{self._where()} dropped the connection mid-answer: {self.redact(str(exc))}")
                         cause = exc
+                    except httpx.HTTPError as exc:  # undecodable body (bad gzip, ...): retrying will not help
+                        raise RemoteProtocolError(f"{self._where()} sent an unreadable answer: {self.redact(str(exc))}") from exc
                     finally:
                         response.close()
                 else:
@@ -356,6 +358,8 @@ class RemoteLLM:
             except httpx.TransportError as exc:
                 error = RemoteUnavailable(f"{self._where()} dropped the stream: {self.redact(str(exc)) or type(exc).__name__}")
                 cause = exc
+            except httpx.HTTPError as exc:
+                raise RemoteProtocolError(f"{self._where()} sent an unreadable stream: {self.redact(str(exc))}") from exc
             except RemoteUnavailable as exc:
                 error, cause = exc, None
             finally:

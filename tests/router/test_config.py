@@ -142,3 +142,16 @@ def test_policy_validation_and_types():
     assert not Policy(local_error=False).falls_back_on(BackendError("x"))
     assert Policy(first_k=4, quantile=0.0).score([0.9, 0.2, 0.8, 0.7, 0.01]) == pytest.approx(0.2)
     assert Policy().with_(threshold=0.1).threshold == 0.1
+
+
+def test_router_side_modules_stay_torch_free():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, edgekit.router, edgekit.router.calibration, edgekit.runtimes.remote, edgekit.cli.run, edgekit.cli.calibrate\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'optimum') if m in sys.modules)\n"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""

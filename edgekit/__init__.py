@@ -28,6 +28,7 @@ _LAZY = {
     "TokenEvent": "edgekit.runtimes.base",
     "export_onnx": "edgekit.exporters.onnx",
     "export_gguf": "edgekit.exporters.gguf",
+    "gate_gguf": "edgekit.exporters.gguf",
     "gate_artifact": "edgekit.exporters.onnx",
     "Artifact": "edgekit.exporters.onnx",
     "read_manifest": "edgekit.manifest",

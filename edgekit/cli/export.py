@@ -138,7 +138,7 @@ def export_onnx_cmd(
 
 @app.command("gate")
 def gate_cmd(
-    artifact: Path = typer.Argument(..., help="An ONNX artifact folder.", show_default=False),
+    artifact: Path = typer.Argument(..., help="An ONNX or GGUF artifact folder.", show_default=False),
     source: str = typer.Option(..., "--source", "-s", help="The original model: " + SOURCE_HELP, show_default=False),
     prompts: Optional[Path] = typer.Option(None, "--prompts", help="Gate prompts, one per line."),
     threshold: List[str] = typer.Option([], "--threshold", help=THRESHOLD_HELP, show_default=False),
@@ -148,9 +148,12 @@ def gate_cmd(
 ):
     """Re-run the quality gate of an existing artifact against its original model (exit 1 when it fails)."""
     from edgekit.exporters.onnx import gate_artifact
+    from edgekit.manifest import read_manifest
     from edgekit.progress import RichProgress
     from edgekit.quality import parse_threshold_overrides
 
+    if read_manifest(artifact).format == "gguf":
+        from edgekit.exporters.gguf import gate_gguf as gate_artifact
     report = gate_artifact(
         artifact, source, prompts=prompts, thresholds=parse_threshold_overrides(threshold),
         allow_pickle=allow_pickle, threads=threads, progress=RichProgress(err),

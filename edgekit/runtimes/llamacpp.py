@@ -58,18 +58,16 @@ class LlamaCppModel(Model):
             raise ConfigError(f"threads must be an integer >= 1, got {threads!r}")
         if context is not None and (not isinstance(context, int) or context < 2):
             raise ConfigError(f"context must be an integer >= 2, got {context!r}")
-        n_threads = threads or max(1, (os.cpu_count() or 2))
-        try:
-            self.llm = lc.Llama(
-                model_path=str(self.path), n_ctx=context or DEFAULT_CONTEXT, n_threads=n_threads,
-                n_threads_batch=n_threads, n_batch=512, logits_all=logits_all, verbose=False,
-            )
-        except (ValueError, RuntimeError, OSError) as exc:
-            raise ArtifactError(f"{self.path} could not be loaded by llama.cpp (corrupt or truncated?): {exc}") from exc
-        meta = self.llm.metadata
-        # the context is what was asked, else min(training context, DEFAULT_CONTEXT) to keep the KV cache small
+        # llama-cpp-python's own default: half the logical cores (about the physical ones);
+        # more threads than cores slows decoding down several times on a busy machine
+        n_threads = threads or max(1, (os.cpu_count() or 2) // 2)
+        self.llm = self._open(lc, n_threads, context or DEFAULT_CONTEXT, logits_all)
         trained = self.llm._model.n_ctx_train()
-        self.context_length = self.llm.n_ctx() if context else min(self.llm.n_ctx(), trained)
+        if context is None and 0 < trained < self.llm.n_ctx():  # rare: a model trained on fewer tokens
+            self.llm.close()
+            self.llm = self._open(lc, n_threads, trained, logits_all)
+        self.context_length = self.llm.n_ctx()
+        meta = self.llm.metadata
         self.n_vocab = self.llm.n_vocab()
         self._ctx = self.llm._ctx.ctx
         self._get_logits_ith = lc.llama_get_logits_ith
@@ -86,6 +84,15 @@ class LlamaCppModel(Model):
                 self.special_tokens[name] = self.llm.detokenize([int(meta[key])], special=True).decode("utf-8", "replace")
         self.metadata = dict(meta)
         self.load_seconds = time.perf_counter() - t0
+
+    def _open(self, lc, n_threads: int, n_ctx: int, logits_all: bool):
+        try:
+            return lc.Llama(
+                model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
+                n_batch=512, logits_all=logits_all, verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ArtifactError(f"{self.path} could not be loaded by llama.cpp (corrupt or truncated?): {exc}") from exc
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=True)

@@ -19,7 +19,7 @@ from edgekit.errors import ConfigError
 def calibrate_cmd(
     artifact: str = typer.Argument(..., help=ARTIFACT_HELP, show_default=False),
     data: Optional[Path] = typer.Option(None, "--data", help="Labelled questions, JSON Lines of {question, answer, aliases?} (default: the set edgekit ships).", show_default=False),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use only the first N questions.", show_default=False),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use N questions spread evenly over the file (a quick run that still sees every kind).", show_default=False),
     first_k: Optional[int] = typer.Option(None, "--first-k", min=1, help="Tokens the confidence is measured over (default: the config's policy, else 8).", show_default=False),
     quantile: Optional[float] = typer.Option(None, "--quantile", min=0.0, max=1.0, help="Quantile of their probabilities (default: the config's, else 0.1; 0 = minimum).", show_default=False),
     target_accuracy: float = typer.Option(0.8, "--target-accuracy", min=0.0, max=1.0, help="Choose the lowest threshold whose local accuracy reaches this."),
@@ -84,7 +84,7 @@ def calibrate_cmd(
     out.print(f"chosen threshold {chosen.threshold:.2f}: {chosen.local_share:.1%} answered locally at "
               f"{chosen.local_accuracy:.1%} accuracy, which {verdict} the target {target_accuracy:.0%}")
     if written:
-        out.print(f"[green]wrote[/] [policy] threshold = {chosen.threshold:g}, first_k = {policy.first_k}, "
+        out.print(f"[green]wrote[/] \\[policy] threshold = {chosen.threshold:g}, first_k = {policy.first_k}, "
                   f"quantile = {policy.quantile:g} to {written}")
 
 

@@ -85,7 +85,11 @@ def shipped_set() -> Path:
 
 
 def load_questions(path: str | Path, limit: int | None = None) -> list[Question]:
-    """Read a JSON Lines file of questions; a bad line is a one-line ConfigError naming it."""
+    """Read a JSON Lines file of questions; a bad line is a one-line ConfigError naming it.
+
+    ``limit`` keeps that many questions spread evenly over the file (always the same ones),
+    so that a quick run sees every kind of question, not just the first block.
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"the calibration data {path} does not exist: pass a .jsonl file of question/answer lines")
@@ -109,10 +113,10 @@ def load_questions(path: str | Path, limit: int | None = None) -> list[Question]
         if not isinstance(aliases, list) or not all(isinstance(x, (str, int, float)) for x in aliases):
             raise ConfigError(f"{path}:{n}: 'aliases' must be a list of strings")
         out.append(Question(q.strip(), tuple(str(x) for x in [a, *aliases]), str(row.get("id", n)), str(row.get("kind", ""))))
-        if limit is not None and len(out) >= limit:
-            break
     if not out:
         raise ConfigError(f"{path} holds no questions")
+    if limit is not None and limit < len(out):
+        out = [out[i * len(out) // limit] for i in range(limit)]
     return out
 
 

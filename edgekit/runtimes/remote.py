@@ -136,6 +136,7 @@ class RemoteLLM:
             raise ConfigError("extra_body must be a mapping of JSON fields")
         self.extra_body = dict(extra_body or {})
         self.api_key_env = api_key_env or DEFAULT_KEY_ENV
+        self._key_source = "the api_key setting" if api_key is not None else f"${self.api_key_env}"
         if api_key is None:
             api_key = os.environ.get(self.api_key_env)
             if api_key is None and api_key_env and api_key_env != DEFAULT_KEY_ENV:
@@ -275,10 +276,8 @@ class RemoteLLM:
         detail = self.redact(detail)
         suffix = f": {detail}" if detail else ""
         if status in (401, 403):
-            key = "an API key" if self._key.get() else "no API key"
-            return RemoteAuthError(
-                f"{self._where()} rejected the credentials (HTTP {status}, sent {key} from ${self.api_key_env}){suffix}"
-            ), None
+            sent = f"sent the API key from {self._key_source}" if self._key.get() else f"no API key was sent: ${self.api_key_env} is not set"
+            return RemoteAuthError(f"{self._where()} rejected the credentials (HTTP {status}; {sent}){suffix}"), None
         if status in RETRY_STATUS:
             what = "is rate limiting" if status == 429 else "failed"
             return RemoteUnavailable(f"{self._where()} {what} (HTTP {status}){suffix}"), _retry_after(response.headers.get("retry-after"))

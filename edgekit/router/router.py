@@ -356,7 +356,8 @@ class Router:
                         d.breaker = self.breaker.state
                         run.close_local()
                         d.tier = "remote"
-                        run.finish_reason, run.n_out, run.text = result.finish_reason, len(result.text), [result.text]
+                        run.finish_reason, run.text = result.finish_reason, [result.text]
+                        run.n_out = result.timings.decode_tokens + 1 if result.text else 0  # the server's usage
                         return RoutedResult(result.text, [], result.finish_reason, [], [], result.timings, d)
                 else:
                     self._remote_failed(run, unavailable, counted=False)
@@ -448,7 +449,9 @@ class Router:
         if ev.finish_reason:
             run.finish_reason = ev.finish_reason
         if self.log is not None and self.log.include_prompts:
-            run.text = (run.text or []) + [ev.text]
+            if run.text is None:
+                run.text = []
+            run.text.append(ev.text)
         t = time.perf_counter()
         yield ev
         run.caller_s += time.perf_counter() - t

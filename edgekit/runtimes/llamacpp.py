@@ -66,7 +66,8 @@ class LlamaCppModel(Model):
         if context is None and 0 < trained < self.llm.n_ctx():  # rare: a model trained on fewer tokens
             self.llm.close()
             self.llm = self._open(lc, n_threads, trained, logits_all)
-        self.context_length = self.llm.n_ctx()
+        # llama.cpp pads small contexts up (to 256), but llama-cpp-python's token buffer holds only what was asked
+        self.context_length = min(self.llm.n_ctx(), len(self.llm.input_ids))
         meta = self.llm.metadata
         self.n_vocab = self.llm.n_vocab()
         self._ctx = self.llm._ctx.ctx

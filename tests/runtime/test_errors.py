@@ -155,3 +155,13 @@ def test_generation_config_from_dict():
     assert GenerationConfig.from_dict({"max_tokens": 5, "stop": "x"}).stop == ("x",)
     with pytest.raises(ConfigError, match="unknown generation setting"):
         GenerationConfig.from_dict({"max_new_tokens": 5})
+
+
+def test_gguf_small_context_overflow_and_budget(smollm2_gguf):
+    m = edgekit.load(smollm2_gguf, threads=1, context=64)
+    assert m.context_length == 64
+    with pytest.raises(ContextOverflowError, match="64 tokens"):
+        m.generate("word " * 100)
+    ids = m.tokenize("word " * 50)
+    r = m.generate_ids(ids, max_tokens=50, ignore_eos=True)
+    assert len(ids) + len(r.token_ids) == 64 and r.finish_reason == "length"

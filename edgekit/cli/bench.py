@@ -40,8 +40,8 @@ def bench_cmd(
     context: Optional[int] = typer.Option(None, "--context", min=2, help="Context window to load with (default: the runtime's)."),
     timeout: float = typer.Option(600.0, "--timeout", min=0.1, help="Seconds before a run is killed and reported as failed."),
     batch_reps: int = typer.Option(5, "--batch-reps", min=1, help="Encoders: timed calls per batch size (1, 8, 32) per run."),
-    json_file: Optional[str] = typer.Option(None, "--json", help="Write the JSON report to FILE ('-': print it instead of tables)."),
-    report: Optional[Path] = typer.Option(None, "--report", help="Write bench.json, bench.md and the bench.png chart into DIR."),
+    json_file: Optional[str] = typer.Option(None, "--json", metavar="FILE", help="Write the JSON report to FILE ('-': print it instead of tables)."),
+    report: Optional[Path] = typer.Option(None, "--report", metavar="DIR", help="Write bench.json, bench.md and the bench.png chart into DIR."),
 ):
     """Measure load time, time to first token, prefill and decode tokens/s, per-token latency p50/p90/p99 and peak RSS.
 

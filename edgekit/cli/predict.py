@@ -27,7 +27,7 @@ def predict_cmd(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads on the target (default: the profile's)."),
     prompt_tokens: int = typer.Option(128, "--prompt-tokens", min=1, help="Prompt length for the prefill and decode speeds."),
     gen_tokens: int = typer.Option(128, "--gen-tokens", min=1, help="Generated tokens (decode speed is at the middle)."),
-    calibration: Optional[Path] = typer.Option(None, "--calibration", help="A bench JSON report to calibrate from (default: "
+    calibration: Optional[Path] = typer.Option(None, "--calibration", metavar="REPORT.json", help="A bench JSON report to calibrate from (default: "
                                                "a short host run of ARTIFACT, or the last 'edgekit bench' of the same runtime)."),
     as_json: bool = typer.Option(False, "--json", help="Print the predictions as JSON."),
 ):
@@ -63,7 +63,7 @@ def predict_cmd(
     shape = results[0][1]
     table = Table(title=f"predicted: {artifact or f'{params} params at {quant}'} ({shape.backend}, "
                         f"{human_size(shape.decode_bytes(0))} read per token)", title_justify="left")
-    for col in ("target", "threads", "decode tok/s", f"decode at ctx", "prefill tok/s", "bound", "weights", "KV cache",
+    for col in ("target", "threads", "decode tok/s", "decode at ctx", "prefill tok/s", "bound", "weights", "KV cache",
                 "runtime", "memory", "budget", "fits"):
         table.add_column(col, justify="left" if col in ("target", "bound", "fits") else "right")
     for p, _ in results:

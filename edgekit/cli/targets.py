@@ -83,19 +83,23 @@ def show_cmd(
     out.print(table)
     if p.published:
         pub = Table(title="published measurements", title_justify="left")
-        for col in ("model", "quant", "threads", "decode tok/s", "prefill tok/s", "runtime", "source"):
+        for col in ("model", "quant", "threads", "decode tok/s", "prefill tok/s", "tolerance", "runtime", "source"):
             pub.add_column(col)
         for r in p.published:
             pub.add_row(r.model, r.quant, str(r.threads), f"{r.decode_tps:g}" if r.decode_tps else "-",
-                        f"{r.prefill_tps:g}" if r.prefill_tps else "-", r.runtime, r.source)
+                        f"{r.prefill_tps:g}" if r.prefill_tps else "-",
+                        f"±{r.decode_tolerance:.0%} / ±{r.prefill_tolerance:.0%}", r.runtime, r.source)
         out.print(pub)
+        for r in p.published:
+            if r.tolerance_note:
+                out.print(f"{r.model}: {r.tolerance_note}", markup=False)
     if p.notes:
         out.print(p.notes, markup=False)
 
 
 @targets_app.command("detect")
 def detect_cmd(
-    save: Optional[Path] = typer.Option(None, "--save", help="Write the detected profile to this .toml file."),
+    save: Optional[Path] = typer.Option(None, "--save", metavar="FILE.toml", help="Write the detected profile to this .toml file."),
     name: str = typer.Option("host", "--name", help="Profile name to record (lower case, digits, '-')."),
     force: bool = typer.Option(False, "--force", help="Replace the --save file if it exists."),
     as_json: bool = typer.Option(False, "--json", help="Print the detected profile as JSON."),

@@ -65,6 +65,8 @@ class ModelShape(BaseModel):
     streamed_bytes: int = Field(description="weight bytes read for every decoded token")
     gathered_bytes: int = Field(0, description="tables only gathered by row (input embedding)")
     flops_per_token: int = Field(description="2 x multiply-adds of the weight matmuls for one token")
+    output_flops: int = Field(0, description="the part of flops_per_token spent in the output (logits) layer")
+    prefill_all_logits: bool = Field(False, description="the runtime computes logits for every prompt position")
     n_layers: int | None = None
     n_heads: int | None = None
     n_kv_heads: int | None = None
@@ -80,8 +82,12 @@ class ModelShape(BaseModel):
         return self.flops_per_token + attn
 
     def prefill_flops(self, tokens: int) -> float:
-        """Arithmetic of a prompt of ``tokens`` tokens (attention over half the prompt on average)."""
-        return tokens * self.decode_flops(tokens // 2)
+        """Arithmetic of a prompt of ``tokens`` tokens (attention over half the prompt on average).
+
+        llama.cpp computes the logits of the last position only; an ONNX export computes them for all.
+        """
+        logits = tokens if self.prefill_all_logits else 1
+        return tokens * (self.decode_flops(tokens // 2) - self.output_flops) + logits * self.output_flops
 
     def kv_bytes(self, positions: int) -> int:
         return (self.kv_bytes_per_position or 0) * positions
@@ -238,6 +244,7 @@ def onnx_shape(model_path: Path, info, precision: str, task: str) -> ModelShape:
             streamed += size
     weight_bytes = sum(p.stat().st_size for p in model_path.parent.iterdir()  # the model file and its external data
                        if p.is_file() and p.name.startswith(model_path.name))
+    output = 2 * info.vocab_size * info.hidden_size if info.vocab_size and info.hidden_size and task == "text-generation" else 0
     kv = None
     if info.n_layers and info.n_kv_heads and info.head_dim and task == "text-generation":
         kv = 2 * info.n_layers * info.n_kv_heads * info.head_dim * kv_elem
@@ -245,7 +252,8 @@ def onnx_shape(model_path: Path, info, precision: str, task: str) -> ModelShape:
         origin="onnx", backend="onnx", quant=precision, compute="int8" if int8 else "fp32",
         kind={"text-generation": "decoder", "text-classification": "classifier"}.get(task, "encoder"),
         n_params=info.n_params or sum(dims_numel(d) for d, _s in inits.values()), weight_bytes=weight_bytes,
-        streamed_bytes=streamed, gathered_bytes=gathered, flops_per_token=flops, n_layers=info.n_layers,
+        streamed_bytes=streamed, gathered_bytes=gathered, flops_per_token=flops, output_flops=min(output, flops),
+        prefill_all_logits=True, n_layers=info.n_layers,
         n_heads=info.n_heads, n_kv_heads=info.n_kv_heads, head_dim=info.head_dim, kv_bytes_per_position=kv,
         context_length=info.context_length,
     )
@@ -330,7 +338,7 @@ def gguf_shape(path: Path, kv_elem: int = 2) -> ModelShape:
     meta, tensors = read_gguf_header(path)
     arch = str(meta.get("general.architecture") or "llama")
     tied = not any(name == "output.weight" for name, _d, _t in tensors)
-    streamed = gathered = flops = n_params = 0
+    streamed = gathered = flops = n_params = output = 0
     by_type: dict[str, int] = {}
     for name, dims, gtype in tensors:
         try:
@@ -349,6 +357,8 @@ def gguf_shape(path: Path, kv_elem: int = 2) -> ModelShape:
         streamed += size
         if len(dims) >= 2:
             flops += 2 * n
+            if name == "output.weight" or (tied and name == "token_embd.weight"):
+                output = 2 * n
     quant = max(by_type, key=by_type.get) if by_type else "unknown"
 
     def meta_int(key: str) -> int | None:
@@ -363,7 +373,7 @@ def gguf_shape(path: Path, kv_elem: int = 2) -> ModelShape:
     return ModelShape(
         origin="gguf", backend="llama.cpp", quant=quant, compute="int8" if quant in INT8_COMPUTE else "fp32",
         n_params=n_params, weight_bytes=path.stat().st_size, streamed_bytes=streamed, gathered_bytes=gathered,
-        flops_per_token=flops, n_layers=layers, n_heads=heads, n_kv_heads=kv_heads, head_dim=head_dim,
+        flops_per_token=flops, output_flops=output, n_layers=layers, n_heads=heads, n_kv_heads=kv_heads, head_dim=head_dim,
         kv_bytes_per_position=kv, context_length=meta_int("context_length"),
     )
 
@@ -417,12 +427,13 @@ def quant_choices() -> list[str]:
 
 def shape_from_params(
     params: int, quant: str, *, layers: int | None = None, kv_heads: int | None = None, head_dim: int | None = None,
-    heads: int | None = None, context: int | None = None, untied_embedding_params: int = 0,
+    heads: int | None = None, context: int | None = None, untied_embedding_params: int = 0, output_params: int = 0,
 ) -> ModelShape:
     """A :class:`ModelShape` from a parameter count and a quantization: every weight at the type's bits per weight.
 
     An untied input embedding (``untied_embedding_params``) is resident but only gathered. The KV cache needs
-    ``layers``, ``kv_heads`` and ``head_dim`` (f16 for GGUF, fp32 for ONNX).
+    ``layers``, ``kv_heads`` and ``head_dim`` (f16 for GGUF, fp32 for ONNX). ``output_params`` (vocabulary x
+    hidden size) lets the prefill count the logits layer once, as llama.cpp computes it (0: every position).
     """
     q = quant.lower().strip()
     if q in ("fp16", "fp32") or q in ONNX_BPW:
@@ -443,6 +454,7 @@ def shape_from_params(
     return ModelShape(
         origin="params", backend=backend, quant=q, compute="int8" if q in INT8_COMPUTE else "fp32",
         n_params=params, weight_bytes=weight_bytes, streamed_bytes=weight_bytes - gathered, gathered_bytes=gathered,
-        flops_per_token=2 * (params - untied_embedding_params), n_layers=layers, n_heads=heads, n_kv_heads=kv_heads,
+        flops_per_token=2 * (params - untied_embedding_params), output_flops=2 * output_params,
+        prefill_all_logits=backend == "onnx", n_layers=layers, n_heads=heads, n_kv_heads=kv_heads,
         head_dim=head_dim, kv_bytes_per_position=kv, context_length=context,
     )

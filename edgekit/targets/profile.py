@@ -64,6 +64,7 @@ class PublishedRun(_Strict):
     untied_embedding_params_b: float = Field(
         default=0.0, ge=0, description="parameters of an input embedding that is only gathered (not read per token)"
     )
+    output_params_b: float = Field(default=0.0, ge=0, description="vocabulary x hidden size, billions (logits layer)")
     layers: int | None = Field(default=None, ge=1)
     kv_heads: int | None = Field(default=None, ge=1)
     head_dim: int | None = Field(default=None, ge=1)
@@ -73,6 +74,9 @@ class PublishedRun(_Strict):
     prefill_tps: float | None = Field(default=None, gt=0)
     prefill_tokens: int | None = Field(default=None, ge=1)
     source: str = Field(min_length=3)
+    decode_tolerance: float = Field(default=0.35, gt=0, description="relative error the prediction must stay within")
+    prefill_tolerance: float = Field(default=0.5, gt=0)
+    tolerance_note: str = Field(default="", description="why a tolerance is wider than the default")
 
 
 class TargetProfile(_Strict):

@@ -18,7 +18,7 @@ import pytest
 
 QUIET = 0.10  # a run whose threads waited more than this share of their time for a CPU is re-measured
 ATTEMPTS = 4
-P_TOKENS, G_TOKENS = 48, 40
+P_TOKENS, G_TOKENS = 128, 40
 
 
 def quietest_run(report):

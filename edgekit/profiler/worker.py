@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                "base_rss_bytes": base_rss}
         out.update(run_decoder(model, args) if model.kind == "decoder" else run_encoder(model, args))
         model.close()
+        out["heavy_modules"] = sorted(m for m in ("torch", "transformers", "optimum") if m in sys.modules)
     except EdgekitError as exc:
         print(json.dumps({"error": {"type": type(exc).__name__, "message": str(exc), "user": isinstance(exc, UserError)}}))
         sys.stdout.flush()

@@ -43,6 +43,7 @@ def _check_decoder(report: BenchReport):
         assert all(x > 0 for x in m["token_latencies_s"])
         assert 0 < m["prefill_s"] <= m["ttft_s"]
         assert run.peak_rss_bytes > r.size_bytes  # the weights are resident
+        assert m["heavy_modules"] == []  # the runtime side never imports torch, transformers or optimum
     for spread in (d.load_s, d.ttft_s, d.prefill_tps, d.decode_tps):
         assert 0 < spread.min <= spread.median <= spread.max
     for p in (d.token_latency_s, d.forward_s):
@@ -97,6 +98,15 @@ def test_peak_rss_agrees_with_usr_bin_time(which, smollm2_gguf, onnx_decoder):
     assert proc.returncode == 0, proc.stderr[-500:]
     kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
     assert rss == pytest.approx(kb * 1024, rel=0.10)
+
+
+def test_profiler_and_target_modules_stay_torch_free():
+    code = ("import sys, edgekit.profiler, edgekit.profiler.report, edgekit.profiler.worker, edgekit.targets.detect, "
+            "edgekit.cli.bench, edgekit.cli.targets, edgekit.cli.predict; "
+            "print(sorted(m for m in ('torch', 'transformers', 'optimum') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
 
 
 def test_crashed_and_silent_runs_are_reported_not_raised():

@@ -73,6 +73,10 @@ def bench_cmd(
         preds = prediction_rows(result)
         if preds:
             out.print(rows_table(preds, "predicted per target (roofline calibrated on this machine)"))
+    busy = [r.label for r in result.results if r.calibration and (r.calibration.cpu_wait_fraction or 0) > 0.10]
+    if busy:
+        err.print(f"[yellow]warning[/]: runs of {', '.join(busy)} waited >10% of their time for a CPU (busy host): "
+                  "timings and predictions are pessimistic")
     if json_path is not None:
         from edgekit.manifest import write_json_atomic
 

@@ -78,3 +78,6 @@ def predict_cmd(
     if not shape.kv_bytes_per_position:
         out.print("KV cache not counted: pass --layers, --kv-heads and --head-dim for the memory need at --context.")
     out.print(f"calibrated on {cal.artifact} ({cal.backend}, {cal.threads} threads) on {cal.host}, {cal.measured_at}")
+    if (cal.cpu_wait_fraction or 0.0) > 0.10:
+        err.print(f"[yellow]warning[/]: the calibration run waited {cal.cpu_wait_fraction:.0%} of its time for a CPU "
+                  "(busy host): the predictions are pessimistic")

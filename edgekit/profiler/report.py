@@ -120,6 +120,10 @@ def markdown(report: BenchReport) -> str:
     preds = prediction_rows(report)
     if preds:
         parts += ["", "## Predicted per target", "", markdown_table(preds)]
+    busy = [r.label for r in report.results if r.calibration and (r.calibration.cpu_wait_fraction or 0) > 0.10]
+    if busy:
+        parts += ["", f"Warning: the calibration runs of {', '.join(busy)} waited more than 10% of their time for a "
+                      "CPU; their predictions are pessimistic. Bench again on a quieter machine."]
     failed = [r for r in report.results if r.error]
     if failed:
         parts += ["", "## Failed runs", ""] + [f"- {r.label}: {r.error}" for r in failed]

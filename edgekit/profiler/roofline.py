@@ -203,18 +203,22 @@ def _store_path(backend: str):
     return cache_dir() / "calibration" / f"{backend.replace('.', '')}.json"
 
 
-def save_calibration(cal: Calibration) -> None:
-    """Keep the latest decoder calibration per backend for 'edgekit predict --params'."""
+BUSY = 0.25  # a calibration whose run waited longer than this for a CPU is not kept for later predictions
+
+
+def save_calibration(cal: Calibration) -> bool:
+    """Keep the latest decoder calibration per backend for 'edgekit predict --params' (not a busy host's)."""
     from edgekit.manifest import write_json_atomic
 
-    if cal.kind != "decoder" or cal.forward_s <= 0:
-        return
+    if cal.kind != "decoder" or cal.forward_s <= 0 or (cal.cpu_wait_fraction or 0.0) > BUSY:
+        return False
     path = _store_path(cal.backend)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, cal.model_dump(mode="json"))
     except OSError:
-        pass
+        return False
+    return True
 
 
 def load_calibration(backend: str) -> Calibration | None:

@@ -129,3 +129,16 @@ def test_a_calibration_predicts_only_its_own_runtime():
                       host_bandwidth_gbs=10, host_peak_gops=10, host_core_gflops=10)
     with pytest.raises(ConfigError, match="a onnx calibration cannot predict a llama.cpp model"):
         predict(shape_from_params(10**9, "q4_0"), load_preset("pixel-8"), cal)
+
+
+def test_only_quiet_calibrations_are_kept_for_later(tmp_path, monkeypatch):
+    from edgekit.profiler.roofline import load_calibration, save_calibration
+
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path))
+    common = dict(backend="llama.cpp", artifact="a", host="h", measured_at="now", threads=2, compute="fp32",
+                  host_bandwidth_gbs=10, host_peak_gops=10, host_core_gflops=10, forward_s=0.01)
+    assert load_calibration("llama.cpp") is None
+    assert not save_calibration(Calibration(cpu_wait_fraction=0.6, **common))
+    assert load_calibration("llama.cpp") is None
+    quiet = Calibration(cpu_wait_fraction=0.02, **common)
+    assert save_calibration(quiet) and load_calibration("llama.cpp") == quiet

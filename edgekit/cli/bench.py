@@ -29,19 +29,44 @@ def rows_table(rows: list[dict[str, str]], title: str) -> Table:
 
 @app.command("bench")
 def bench_cmd(
-    artifacts: List[Path] = typer.Argument(..., help="Artifact folders (ONNX or GGUF) or bare .gguf/.onnx files.",
-                                           show_default=False),
+    artifacts: List[Path] = typer.Argument(
+        ..., show_default=False, help="Artifact folders (ONNX or GGUF) or bare .gguf/.onnx files.",
+    ),
     target: List[str] = typer.Option([], "--target", "-t", help=TARGET_HELP, show_default=False),
-    prompt_tokens: int = typer.Option(128, "--prompt-tokens", min=1, help="Prompt length in tokens (exact; encoders: tokens per text)."),
-    gen_tokens: int = typer.Option(128, "--gen-tokens", min=2, help="Tokens to generate per run (exact: generation ignores end-of-sequence)."),
+    prompt_tokens: int = typer.Option(
+        128, "--prompt-tokens", min=1,
+        help="Prompt length in tokens (exact; encoders: tokens per text).",
+    ),
+    gen_tokens: int = typer.Option(
+        128, "--gen-tokens", min=2,
+        help="Tokens to generate per run (exact: generation ignores end-of-sequence).",
+    ),
     runs: int = typer.Option(5, "--runs", min=1, help="Measured runs per artifact, each in a fresh process."),
     warmup: int = typer.Option(1, "--warmup", min=0, help="Warm-up runs per artifact (run, reported, not counted)."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads per run (default: the target's, else all CPUs)."),
-    context: Optional[int] = typer.Option(None, "--context", min=2, help="Context window to load with (default: the runtime's)."),
-    timeout: float = typer.Option(600.0, "--timeout", min=0.1, help="Seconds before a run is killed and reported as failed."),
-    batch_reps: int = typer.Option(5, "--batch-reps", min=1, help="Encoders: timed calls per batch size (1, 8, 32) per run."),
-    json_file: Optional[str] = typer.Option(None, "--json", metavar="FILE", help="Write the JSON report to FILE ('-': print it instead of tables)."),
-    report: Optional[Path] = typer.Option(None, "--report", metavar="DIR", help="Write bench.json, bench.md and the bench.png chart into DIR."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1,
+        help="CPU threads per run (default: the target's, else all CPUs).",
+    ),
+    context: Optional[int] = typer.Option(
+        None, "--context", min=2,
+        help="Context window to load with (default: the runtime's).",
+    ),
+    timeout: float = typer.Option(
+        600.0, "--timeout", min=0.1,
+        help="Seconds before a run is killed and reported as failed.",
+    ),
+    batch_reps: int = typer.Option(
+        5, "--batch-reps", min=1,
+        help="Encoders: timed calls per batch size (1, 8, 32) per run.",
+    ),
+    json_file: Optional[str] = typer.Option(
+        None, "--json", metavar="FILE",
+        help="Write the JSON report to FILE ('-': print it instead of tables).",
+    ),
+    report: Optional[Path] = typer.Option(
+        None, "--report", metavar="DIR",
+        help="Write bench.json, bench.md and the bench.png chart into DIR.",
+    ),
 ):
     """Measure load time, time to first token, prefill and decode tokens/s, per-token latency p50/p90/p99 and peak RSS.
 

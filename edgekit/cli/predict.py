@@ -14,21 +14,51 @@ from edgekit.cli.output import err, human_size, out, print_json
 
 @app.command("predict")
 def predict_cmd(
-    artifact: Optional[Path] = typer.Argument(None, help="An artifact folder or .gguf/.onnx file (or use --params/--quant).",
-                                              show_default=False),
-    target: List[str] = typer.Option(..., "--target", "-t", show_default=False,
-                                     help="Target device (repeatable): a preset ('edgekit targets list'), 'host', or a .toml profile."),
+    artifact: Optional[Path] = typer.Argument(
+        None, show_default=False, help="An artifact folder or .gguf/.onnx file (or use --params/--quant).",
+    ),
+    target: List[str] = typer.Option(
+        ..., "--target", "-t", show_default=False,
+        help="Target device (repeatable): a preset ('edgekit targets list'), 'host', or a .toml profile.",
+    ),
     params: Optional[str] = typer.Option(None, "--params", help="Model size without an artifact: 3.2B, 135M, 7e9."),
-    quant: Optional[str] = typer.Option(None, "--quant", help="With --params: a GGUF type (q4_k_m, q8_0, f16 ...) or an ONNX precision (fp32, fp16, int8, int4)."),
-    layers: Optional[int] = typer.Option(None, "--layers", min=1, help="With --params: transformer layers (for the KV cache)."),
-    kv_heads: Optional[int] = typer.Option(None, "--kv-heads", min=1, help="With --params: key/value heads (for the KV cache)."),
-    head_dim: Optional[int] = typer.Option(None, "--head-dim", min=1, help="With --params: head dimension (for the KV cache)."),
-    context: Optional[int] = typer.Option(None, "--context", min=2, help="Context the memory need is computed for (default: min(model's, 4096))."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads on the target (default: the profile's)."),
-    prompt_tokens: int = typer.Option(128, "--prompt-tokens", min=1, help="Prompt length for the prefill and decode speeds."),
-    gen_tokens: int = typer.Option(128, "--gen-tokens", min=1, help="Generated tokens (decode speed is at the middle)."),
-    calibration: Optional[Path] = typer.Option(None, "--calibration", metavar="REPORT.json", help="A bench JSON report to calibrate from (default: "
-                                               "a short host run of ARTIFACT, or the last 'edgekit bench' of the same runtime)."),
+    quant: Optional[str] = typer.Option(
+        None, "--quant",
+        help="With --params: a GGUF type (q4_k_m, q8_0, f16 ...) or an ONNX precision (fp32, fp16, int8, int4).",
+    ),
+    layers: Optional[int] = typer.Option(
+        None, "--layers", min=1,
+        help="With --params: transformer layers (for the KV cache).",
+    ),
+    kv_heads: Optional[int] = typer.Option(
+        None, "--kv-heads", min=1,
+        help="With --params: key/value heads (for the KV cache).",
+    ),
+    head_dim: Optional[int] = typer.Option(
+        None, "--head-dim", min=1,
+        help="With --params: head dimension (for the KV cache).",
+    ),
+    context: Optional[int] = typer.Option(
+        None, "--context", min=2,
+        help="Context the memory need is computed for (default: min(model's, 4096)).",
+    ),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1,
+        help="Threads on the target (default: the profile's).",
+    ),
+    prompt_tokens: int = typer.Option(
+        128, "--prompt-tokens", min=1,
+        help="Prompt length for the prefill and decode speeds.",
+    ),
+    gen_tokens: int = typer.Option(
+        128, "--gen-tokens", min=1,
+        help="Generated tokens (decode speed is at the middle).",
+    ),
+    calibration: Optional[Path] = typer.Option(
+        None, "--calibration", metavar="REPORT.json",
+        help="A bench JSON report to calibrate from (default: a short host run of ARTIFACT, or the last quiet "
+        "'edgekit bench' of the same runtime).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the predictions as JSON."),
 ):
     """Predict decode and prefill tokens/s and the memory need (weights + KV cache + runtime) on each target.

@@ -6,13 +6,16 @@ one thread and with all threads (the calibration is done at whatever thread
 count the bench used). Each microbenchmark takes well under two seconds:
 
 * bandwidth: numpy copies of a 128 MiB array split across threads (numpy
-  releases the GIL while copying), best of several passes, counted the STREAM
-  way (bytes read + bytes written) like the published figures in the presets;
+  releases the GIL while copying), counted the STREAM way (bytes read + bytes
+  written) like the published figures in the presets;
 * compute: one MatMul (fp32) and one MatMulInteger (uint8 x int8) of 1024x1024
   matrices in onnxruntime, the library the ONNX artifacts run on, with its
-  intra-op thread count set. The two-node ONNX graphs are encoded here as
+  intra-op thread count set. The one-node ONNX graphs are encoded here as
   protobuf bytes (a few fields), so detection needs neither the ``onnx``
   package nor torch.
+
+Each value is the best of several passes, taken in rounds that alternate the
+thread counts.
 
 The host is often shared: ``cpu_wait_seconds`` reads how long this process's
 threads waited for a CPU (``/proc/self/task/*/schedstat``), and the profile notes
@@ -219,10 +222,6 @@ class BandwidthBench:
                 return best
 
 
-def measure_bandwidth(threads: int, mib: int = 128, seconds: float = MICROBENCH_SECONDS) -> float:
-    return BandwidthBench(mib)(threads, seconds)
-
-
 def _varint(n: int) -> bytes:
     out = bytearray()
     while True:
@@ -293,10 +292,6 @@ class GemmBench:
             best = max(best, 2 * self.m * self.n**2 / (time.perf_counter() - t0) / 1e9)
             if time.perf_counter() > deadline:
                 return best
-
-
-def measure_gemm(threads: int, kind: str, n: int = 1024, seconds: float = MICROBENCH_SECONDS) -> float:
-    return GemmBench(kind, n)(threads, seconds)
 
 
 def measure(threads_list: list[int], progress=None, rounds: int = 3) -> tuple[dict[str, dict[int, float]], float]:

@@ -75,7 +75,9 @@ class PublishedRun(_Strict):
     prefill_tokens: int | None = Field(default=None, ge=1)
     source: str = Field(min_length=3)
     decode_tolerance: float = Field(default=0.35, gt=0, description="relative error the prediction must stay within")
-    prefill_tolerance: float = Field(default=0.5, gt=0)
+    prefill_tolerance: float = Field(
+        default=0.6, gt=0, description="wider: GEMM efficiency grows with matrix size, and the host calibrates small"
+    )
     tolerance_note: str = Field(default="", description="why a tolerance is wider than the default")
 
 

@@ -56,12 +56,15 @@ def test_onnx_encoder_shape_matches_the_onnx_package(onnx_artifact):
 
 
 @pytest.mark.slow
-def test_onnx_decoder_shape_counts_the_tied_output_layer(onnx_decoder):
+def test_onnx_decoder_shape_separates_the_gathered_embedding(onnx_decoder):
     sizes, gathered = _onnx_reference(onnx_decoder / "model.onnx")
     shape = artifact_shape(onnx_decoder)
-    # the fp32 embedding feeds Gather and (transposed) the logits MatMul: streamed in full every token
-    assert not gathered and shape.gathered_bytes == 0
-    assert shape.streamed_bytes == sum(sizes.values())
+    # the exporter stores the tied output layer as its own quantized weight, so the fp32
+    # embedding only feeds Gather: one row per token, not the whole table
+    assert gathered == {"model.embed_tokens.weight"}
+    assert shape.gathered_bytes == sizes["model.embed_tokens.weight"] == 49152 * 576 * 4
+    row = 576 * 4  # the one embedding row a token looks up
+    assert shape.streamed_bytes == sum(v for k, v in sizes.items() if k not in gathered) + row
     assert shape.flops_per_token == 2 * (134_515_008 - 61 * 576)  # every matrix once; the 61 norms are vectors
     assert shape.kv_bytes_per_position == 2 * 30 * 3 * 64 * 4  # fp32 KV inputs
 

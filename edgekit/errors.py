@@ -126,3 +126,18 @@ class FallbackExhausted(BackendError):
         self.local_error = local_error
         self.remote_error = remote_error
 
+
+def describe_validation(exc, where: str) -> str:
+    """One line for the first problem in a pydantic ``ValidationError``, naming the field."""
+    first = exc.errors()[0]
+    loc = ".".join(str(x) for x in first["loc"])
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    if not loc:
+        return f"{where}: {msg}"
+    if first["type"] == "missing":
+        return f"{where}: field '{loc}' is missing"
+    if first["type"] == "extra_forbidden":
+        return f"{where}: unknown field '{loc}'"
+    got = first.get("input")
+    shown = "a table" if isinstance(got, dict) else repr(got)[:60]
+    return f"{where}: field '{loc}' is invalid ({msg}; got {shown})"

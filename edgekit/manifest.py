@@ -25,7 +25,7 @@ from typing import Any, Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgekit.errors import ArtifactError, ConfigError
+from edgekit.errors import ArtifactError, ConfigError, describe_validation
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "edgekit.json"
@@ -143,19 +143,24 @@ def list_files(folder: Path) -> list[FileEntry]:
     return entries
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and a rename."""
+def write_text_atomic(path: str | os.PathLike, text: str | bytes) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it and a rename:
+    readers see the old file or the new one, never half of one."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False)
-            fh.write("\n")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(text.encode("utf-8") if isinstance(text, str) else text)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` atomically (see :func:`write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def read_json(path: Path) -> Any:
@@ -186,9 +191,7 @@ def read_manifest(folder: str | os.PathLike) -> Manifest:
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(x) for x in first["loc"])
-        raise ArtifactError(f"{path} is invalid at '{where}': {first['msg']}; re-export the artifact") from exc
+        raise ArtifactError(f"{describe_validation(exc, str(path))}; re-export the artifact") from exc
 
 
 def cache_dir() -> Path:
@@ -196,13 +199,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EDGEKIT_CACHE") or Path.home() / ".cache" / "edgekit")
 
 
-def verify_files(folder: str | os.PathLike, manifest: Manifest, *, hashes: bool = True) -> None:
+def verify_files(folder: str | os.PathLike, manifest: Manifest, *, hashes: bool = True, use_stamps: bool = True) -> None:
     """Raise :class:`ArtifactError` naming the first file that is missing or differs from the manifest.
 
     Sizes are always checked. A file's sha256 is recomputed unless this machine already
     verified the same file (same size, mtime and inode) against the same hash: the
     stamps live in ``<cache>/verified/`` so that loading a large artifact again does
-    not re-read every byte.
+    not re-read every byte. ``use_stamps=False`` re-reads every byte (``edgekit inspect``).
     """
     folder = Path(folder).absolute()
     stamps_path = cache_dir() / "verified" / (hashlib.sha256(str(folder).encode()).hexdigest()[:32] + ".json")
@@ -221,7 +224,7 @@ def verify_files(folder: str | os.PathLike, manifest: Manifest, *, hashes: bool 
         if not hashes:
             continue
         stamp = [entry.sha256, st.st_size, st.st_mtime_ns, st.st_ino]
-        if known.get(entry.path) != stamp:
+        if not use_stamps or known.get(entry.path) != stamp:
             if sha256_file(p) != entry.sha256:
                 raise ArtifactError(
                     f"{folder}: file '{entry.path}' does not match its sha256 in {MANIFEST_NAME} (modified or corrupt); "
@@ -242,17 +245,23 @@ def check_output_path(out: str | os.PathLike, force: bool) -> Path:
             raise ConfigError(f"{out} already exists: choose another -o/--output or pass --force to replace it")
         if not out.is_dir():
             raise ConfigError(f"{out} exists and is not a folder: remove it or choose another -o/--output")
-    parent = out.parent
-    probe = parent
+    probe_writable(out, "choose another -o/--output")
+    return out
+
+
+def probe_writable(path: Path, hint: str) -> None:
+    """Raise :class:`ConfigError` unless ``path`` could be created: its nearest existing
+    ancestor must be a folder we can really write in (``os.access`` says yes to root even
+    on read-only file systems, so a temporary folder is made and removed)."""
+    probe = Path(path).parent
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
-        raise ConfigError(f"cannot write {out}: {probe} is not a folder; choose another -o/--output")
-    try:  # access() says yes to root even on read-only file systems: try for real
-        os.rmdir(tempfile.mkdtemp(dir=probe, prefix=f".{out.name}.probe-"))
+        raise ConfigError(f"cannot write {path}: {probe} is not a folder; {hint}")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=probe, prefix=f".{Path(path).name}.probe-"))
     except OSError as exc:
-        raise ConfigError(f"cannot write {out}: {probe} is not writable ({exc.strerror}); choose another -o/--output") from exc
-    return out
+        raise ConfigError(f"cannot write {path}: {probe} is not writable ({exc.strerror}); {hint}") from exc
 
 
 @contextlib.contextmanager

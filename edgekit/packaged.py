@@ -15,14 +15,13 @@ CLI, which is not needed here).
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from edgekit.errors import MissingDependencyError, SourceError
-from edgekit.manifest import cache_dir
+from edgekit.manifest import cache_dir, write_json_atomic
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 NAMES = ("minilm", "smollm2", "smollm2-gguf")
@@ -79,14 +78,18 @@ def smollm2_hf_folder(cache: Path | None = None) -> Path:
         model.save_pretrained(tmp, safe_serialization=True)
         tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
         _write_bytelevel_tokenizer(tok, tmp)
-        stamp_tmp = tmp / ".edgekit-source"
-        stamp_tmp.write_text(key)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
+        (tmp / ".edgekit-source").write_text(key)
+        if out.exists():  # move the old folder aside first: readers never see a half-deleted one
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=".smollm2-old-"))
+            os.replace(out, old / "x")
+            shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            if not (stamp.is_file() and stamp.read_text() == key):  # not a parallel builder that won the race
+                raise
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -123,9 +126,7 @@ def _write_bytelevel_tokenizer(tok, folder: Path) -> None:
         },
         "chat_template": tok.chat_template,
     }
-    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    (folder / "special_tokens_map.json").write_text(
-        json.dumps({k: config[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token")}, indent=2) + "\n"
-    )
+    write_json_atomic(folder / "tokenizer_config.json", config)
+    write_json_atomic(folder / "special_tokens_map.json", {k: config[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token")})
     for stray in ("tokenizer.model", "chat_template.jinja"):
         (folder / stray).unlink(missing_ok=True)

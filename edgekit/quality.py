@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgekit.errors import ConfigError, MissingDependencyError
+from edgekit.errors import ConfigError, ExportError, MissingDependencyError
 from edgekit.manifest import GateReport
 from edgekit.progress import Progress, ensure
 
@@ -243,10 +243,22 @@ def compute_reference(
     progress: Progress | None = None,
 ) -> Reference:
     """Run the original Hugging Face model on the prompts, tokenized by ``tokenizer`` (the artifact's)."""
+    progress = ensure(progress)
+    try:
+        return _reference(kind, source, prompts, tokenizer, encoder_settings, allow_pickle, progress)
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except (ValueError, RuntimeError, OSError, IndexError, KeyError) as exc:  # transformers/torch: translate
+        raise ExportError(
+            f"the gate's reference model (transformers) failed on {Path(source).name}: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:300] if str(exc) else ''}"
+        ) from exc
+
+
+def _reference(kind, source, prompts, tokenizer, encoder_settings, allow_pickle, progress) -> Reference:
     torch = _torch()
     import transformers
 
-    progress = ensure(progress)
     ref = Reference(kind=kind, prompts=prompts)
     kwargs = {"dtype": torch.float32, "use_safetensors": not allow_pickle}
     with progress.step("gate: reference model (transformers)", total=len(prompts)) as bar, torch.inference_mode():

@@ -32,6 +32,8 @@ def embed_cmd(
     from edgekit.errors import ConfigError
 
     if not texts:
+        if sys.stdin.isatty():
+            raise ConfigError("no texts to embed: pass them as arguments, or pipe one per line on stdin")
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts:
         raise ConfigError("no texts to embed: pass them as arguments or one per line on stdin")

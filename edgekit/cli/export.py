@@ -95,7 +95,8 @@ def export_onnx_cmd(
     task: Task = typer.Option(Task.auto, "--task", help="What the model does; auto reads it from config.json."),
     quantize: OnnxQuant = typer.Option(
         OnnxQuant.none, "--quantize", "-q",
-        help="none (fp32), int8 (dynamic, per-channel), int4 (weight-only MatMulNBits), fp16.",
+        help="none (fp32); int8 (encoders: quantize_dynamic per-channel; decoders: 8-bit block-wise MatMulNBits, "
+        "see --int8-mode); int4 (weight-only MatMulNBits, output layer at 8 bits); fp16.",
     ),
     int8_mode: Int8Mode = typer.Option(
         Int8Mode.auto, "--int8-mode",

@@ -24,7 +24,7 @@ def inspect_cmd(
 
     manifest = read_manifest(artifact)
     if verify:
-        verify_files(artifact, manifest, hashes=True)
+        verify_files(artifact, manifest, hashes=True, use_stamps=False)
     if as_json:
         print_json({"path": str(artifact), "verified": verify, "manifest": manifest.model_dump(mode="json")})
         return

@@ -25,9 +25,11 @@ ARTIFACT_HELP = "An artifact folder made by 'edgekit export', a bare .gguf or .o
 def resolve_artifact(spec: str) -> Path:
     """``packaged:NAME`` -> the packaged model's path; anything else is a path."""
     if spec.startswith("packaged:"):
-        from edgekit.packaged import resolve
+        from edgekit.packaged import smollm2_gguf_path
 
-        return resolve(spec.split(":", 1)[1])
+        if spec != "packaged:smollm2-gguf":  # the other packaged models are sources to export, not artifacts
+            raise ConfigError(f"{spec} is not a runnable artifact: use packaged:smollm2-gguf, or export the model first")
+        return smollm2_gguf_path()
     return Path(spec).expanduser()
 
 
@@ -159,7 +161,7 @@ def run_cmd(
     model = load_model(artifact, threads, context)
     try:
         target = router_cfg.make_router(model, remote_llm) if remote_llm is not None else model
-        k = router_cfg.policy.first_k if router_cfg is not None else 8
+        k = router_cfg.policy.first_k if router_cfg is not None else (first_k or 8)
         if chat:
             _chat_loop(target, cfg, system, as_json=as_json, first_k=k)
         elif system or template:
@@ -184,11 +186,14 @@ def _router_config(config, remote, model_name, api_key_env, threshold, first_k, 
     policy: dict[str, Any] = {"threshold": threshold, "first_k": first_k, "ttft_budget_s": ttft_budget, "total_budget_s": total_budget}
     cfg = load_config(
         config, remote={"url": remote, "model": model_name, "api_key_env": api_key_env}, policy=policy,
-        decision_log={"path": str(decision_log) if decision_log else None},
+        decision_log={"path": str(decision_log.absolute()) if decision_log else None},  # relative to the cwd
     )
     if local_only or not cfg.has_remote:
-        if model_name or api_key_env:
-            raise ConfigError("--model/--api-key-env configure the remote tier: pass --remote URL too (or configure one)")
+        routing = {"--model": model_name, "--api-key-env": api_key_env, "--threshold": threshold,
+                   "--ttft-budget": ttft_budget, "--total-budget": total_budget, "--decision-log": decision_log}
+        given = [flag for flag, value in routing.items() if value is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)} only apply when routing: pass --remote URL too (or configure a remote)")
         return None
     return cfg
 

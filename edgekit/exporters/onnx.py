@@ -229,9 +229,8 @@ def export_onnx(
                 allow_pickle=allow_pickle, progress=progress,
             )
             fp32_model = _open_runtime(work, MODEL_FILE, task, info, threads)
-            gates.append(gate(fp32_model, reference, "fp32", gate_thresholds["fp32"], label="fp32", progress=progress))
-            fp32_model.close()
-            del fp32_model
+            with fp32_model:
+                gates.append(gate(fp32_model, reference, "fp32", gate_thresholds["fp32"], label="fp32", progress=progress))
             progress.log(format_gate_line("fp32", gates[-1]))
             _gate_or_raise(gates[-1], "fp32")
 
@@ -245,9 +244,8 @@ def export_onnx(
             final_dir = qdir
             if run_gate:
                 qmodel = _open_runtime_mixed(work, qdir, task, info, threads)
-                gates.append(gate(qmodel, reference, precision, gate_thresholds[precision], label=precision, progress=progress))
-                qmodel.close()
-                del qmodel
+                with qmodel:
+                    gates.append(gate(qmodel, reference, precision, gate_thresholds[precision], label=precision, progress=progress))
                 progress.log(format_gate_line(precision, gates[-1]))
                 _gate_or_raise(gates[-1], precision)
 
@@ -298,8 +296,16 @@ def _apply_postprocess(path: Path, fn: Callable) -> None:
     import onnx
 
     model = onnx.load(str(path))
-    result = fn(model)
-    onnx.save_model(result if result is not None else model, str(path))
+    name = getattr(fn, "__name__", "postprocess")
+    try:
+        result = fn(model)
+        if result is not None and not isinstance(result, onnx.ModelProto):
+            raise TypeError(f"it returned {type(result).__name__}, not an onnx.ModelProto or None")
+        onnx.save_model(result if result is not None else model, str(path))
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # the user's code: report it in one line
+        raise ConfigError(f"the postprocess function {name} failed: {type(exc).__name__}: {exc}") from exc
 
 
 def format_gate_line(label: str, report: GateReport) -> str:
@@ -326,11 +332,12 @@ def gate_artifact(
     prompt_list = load_prompts(prompts)
     src = resolve_source(source, allow_pickle=allow_pickle, hash_weights=False)
     kind = KIND_OF_TASK[art.manifest.task]
-    model = load(art.path, threads=threads)
+    info = art.manifest.model
+    tokenizer = HFTokenizer(art.path, max_length=info.context_length if kind != "decoder" else None)
     reference = compute_reference(
-        kind, src.path, prompt_list, model.tokenizer,
-        encoder_settings=(art.manifest.model.pooling or "mean", bool(art.manifest.model.normalize)),
+        kind, src.path, prompt_list, tokenizer, encoder_settings=(info.pooling or "mean", bool(info.normalize)),
         allow_pickle=allow_pickle, progress=progress,
     )
     limits = thresholds_for(kind, art.manifest.precision, thresholds)
-    return gate(model, reference, art.manifest.precision, limits, progress=progress)
+    with load(art.path, threads=threads) as model:
+        return gate(model, reference, art.manifest.precision, limits, progress=progress)

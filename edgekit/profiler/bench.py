@@ -69,6 +69,14 @@ sys.exit(code if code >= 0 else 128 - code)
 """
 
 
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the run share the new session's group
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
 def run_once(cmd: list[str], timeout: float) -> tuple[dict[str, Any], int | None, bool, int | None, float, str]:
     """Run ``cmd``; return (its JSON, exit code, timed out, peak RSS bytes from wait4, wall seconds, stderr tail).
 
@@ -87,11 +95,10 @@ def run_once(cmd: list[str], timeout: float) -> tuple[dict[str, Any], int | None
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the run share the new session's group
-            except ProcessLookupError:
-                pass
-            proc.wait()
+            _kill_group(proc)
+        except BaseException:  # Ctrl-C or any error here: the run has its own session, so kill it ourselves
+            _kill_group(proc)
+            raise
         wall = time.perf_counter() - t0
         out.seek(0)
         err.seek(0)

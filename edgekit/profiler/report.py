@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from edgekit.errors import ConfigError, MissingDependencyError
-from edgekit.manifest import write_json_atomic
+from edgekit.manifest import probe_writable, write_json_atomic, write_text_atomic
 from edgekit.profiler.schema import ArtifactResult, BenchReport
 
 
@@ -200,27 +200,17 @@ def chart(report: BenchReport, path: Path) -> None:
     plt.close(fig)
 
 
-def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def check_report_dir(folder: str | os.PathLike) -> Path:
+    """Check --report before any run: a folder we can write, and matplotlib there for the chart."""
     d = Path(folder).expanduser().absolute()
     if d.exists() and not d.is_dir():
         raise ConfigError(f"--report {d} exists and is not a folder")
-    probe = d
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK):
-        raise ConfigError(f"--report {d}: {probe} is not writable")
+    if not d.exists():
+        probe_writable(d, "choose another --report folder")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError("matplotlib (for the --report chart)", "report") from exc
     return d
 
 
@@ -230,7 +220,7 @@ def write_report(report: BenchReport, folder: str | os.PathLike) -> dict[str, Pa
     d.mkdir(parents=True, exist_ok=True)
     paths = {"json": d / "bench.json", "markdown": d / "bench.md", "chart": d / "bench.png"}
     write_json_atomic(paths["json"], report.to_json())
-    _write_text(paths["markdown"], markdown(report))
+    write_text_atomic(paths["markdown"], markdown(report))
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".bench.png.", suffix=".png")
     os.close(fd)
     try:

@@ -178,13 +178,21 @@ def _node(buf, span) -> tuple[str, list[str], list[str], dict[str, int]]:
     return op, inputs, outputs, attrs
 
 
+def _map(fh, path: Path) -> mmap.mmap:
+    """The file as read-only memory; an empty file is an :class:`ArtifactError`, not mmap's ValueError."""
+    try:
+        return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    except (ValueError, OSError) as exc:
+        raise ArtifactError(f"{path} cannot be read as a model file ({exc}): re-export it") from exc
+
+
 def _onnx_graph(path: Path):
     """Initializers {name: (dims, bytes)}, nodes [(op, inputs, attrs)] and past-KV input element size."""
     try:
         fh = open(path, "rb")
     except OSError as exc:
         raise ArtifactError(f"cannot read {path}: {exc.strerror}") from exc
-    with fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+    with fh, _map(fh, path) as buf:
         inits: dict[str, tuple[list[int], int]] = {}
         nodes = []
         kv_elem = 4
@@ -279,7 +287,11 @@ def read_gguf_header(path: Path) -> tuple[dict[str, object], list[tuple[str, lis
 
     meta: dict[str, object] = {}
     tensors = []
-    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise ArtifactError(f"cannot read {path}: {exc.strerror}") from exc
+    with fh, _map(fh, path) as buf:
         pos = 0
 
         def take(fmt: str):

@@ -34,27 +34,21 @@ from the variable named by ``api_key_env`` (default ``EDGEKIT_REMOTE_API_KEY``);
 an ``api_key`` in the file works too but is discouraged.
 
 Writing keeps every setting but not comments (Python has no TOML writer in the
-standard library; :func:`dump_toml` is a small one for this schema).
+standard library; :mod:`edgekit.tomlio` writes it).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
 import os
-import tempfile
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from edgekit.errors import ConfigError
-from edgekit.router.policy import Policy, first_error
+from edgekit import tomlio
+from edgekit.errors import ConfigError, describe_validation
+from edgekit.manifest import write_text_atomic
+from edgekit.router.policy import Policy
 
 CONFIG_NAME = "edgekit.toml"
 CONFIG_SCHEMA_VERSION = 1
@@ -158,13 +152,7 @@ def find_config(path: str | os.PathLike | None = None) -> Path | None:
 
 
 def read_raw(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return tomlio.load_file(path)
 
 
 def _validate(raw: dict[str, Any], where: str) -> EdgekitConfig:
@@ -174,9 +162,11 @@ def _validate(raw: dict[str, Any], where: str) -> EdgekitConfig:
     try:
         return EdgekitConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(first_error(exc, where)) from exc
+        raise ConfigError(describe_validation(exc, where)) from exc
     except ConfigError as exc:  # Policy validates itself (its __init__ translates pydantic's error)
-        raise ConfigError(f"{where}: policy.{str(exc).removeprefix('invalid policy: ')}") from exc
+        detail = str(exc).removeprefix("invalid policy: ")
+        raise ConfigError(f"{where}: " + (detail.replace("field '", "field 'policy.", 1) if "field '" in detail
+                                           else f"policy: {detail}")) from exc
 
 
 def apply_env(raw: dict[str, Any], environ=None) -> dict[str, Any]:
@@ -225,52 +215,11 @@ def update_config(path: str | os.PathLike, section: str, values: dict[str, Any])
         raise ConfigError(f"{path}: '{section}' must be a table")
     raw[section].update(values)
     _validate(raw, str(path))
-    text = dump_toml(raw)
+    text = tomlio.dumps(raw)
     if path.parent and not path.parent.exists():
         raise ConfigError(f"cannot write {path}: the folder {path.parent} does not exist")
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+        write_text_atomic(path, text)
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
     return path
-
-
-# ---- a small TOML writer: top-level scalars, one level of tables, inline tables/arrays inside ----
-def _value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)  # JSON string escapes are valid TOML basic strings
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{_key(k)} = {_value(x)}" for k, x in v.items()) + "}"
-    raise ConfigError(f"cannot write {type(v).__name__} values to TOML")
-
-
-def _key(k: str) -> str:
-    return k if k and all(c.isalnum() or c in "_-" for c in k) else json.dumps(k)
-
-
-def dump_toml(data: dict[str, Any]) -> str:
-    lines = [f"{_key(k)} = {_value(v)}" for k, v in data.items() if not isinstance(v, dict) and v is not None]
-    for k, v in data.items():
-        if isinstance(v, dict):
-            lines += ["", f"[{_key(k)}]"] + [f"{_key(sk)} = {_value(sv)}" for sk, sv in v.items() if sv is not None]
-    return "\n".join(lines).lstrip("\n") + "\n"

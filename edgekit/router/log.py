@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import math
 import os
 import threading
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import ConfigError
+
+logger = logging.getLogger("edgekit.router")
 
 LOG_SCHEMA_VERSION = 1
 
@@ -34,6 +37,7 @@ class DecisionLog:
         self.path = Path(path).expanduser()
         self.include_prompts = bool(include_prompts)
         self._lock = threading.Lock()
+        self._warned = False
         if self.path.is_dir():
             raise ConfigError(f"the decision log {self.path} is a folder: pass a file path such as decisions.jsonl")
         try:
@@ -44,9 +48,16 @@ class DecisionLog:
             raise ConfigError(f"cannot write the decision log {self.path}: {exc.strerror or exc}") from exc
 
     def write(self, record: dict[str, Any]) -> None:
+        """Append one line. A failing write (disk full, folder removed) warns once and never costs the answer."""
         line = json.dumps(record, ensure_ascii=False, default=_jsonable, allow_nan=False) + "\n"
-        with self._lock, open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line)
+        with self._lock:
+            try:
+                with open(self.path, "a", encoding="utf-8") as fh:
+                    fh.write(line)
+            except OSError as exc:
+                if not self._warned:
+                    self._warned = True
+                    logger.warning("cannot append to the decision log %s: %s", self.path, exc.strerror or exc)
 
     def __repr__(self) -> str:
         return f"<DecisionLog {self.path}{' with prompts' if self.include_prompts else ''}>"

@@ -29,7 +29,7 @@ from typing import Literal, Sequence
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgekit import errors as _errors
-from edgekit.errors import ConfigError
+from edgekit.errors import ConfigError, describe_validation
 
 Trigger = Literal["context_overflow", "local_error", "ttft_budget", "total_budget", "low_confidence"]
 TRIGGERS: tuple[str, ...] = ("context_overflow", "local_error", "ttft_budget", "total_budget", "low_confidence")
@@ -46,14 +46,6 @@ def _fallback_type(name: str) -> type[BaseException]:
         allowed = sorted(n for n, c in vars(_errors).items() if isinstance(c, type) and issubclass(c, _errors.BackendError))
         raise ValueError(f"{name!r} is not a backend failure type: use MemoryError or one of {', '.join(allowed)}")
     return cls
-
-
-def first_error(exc: ValidationError, where: str) -> str:
-    """One line for the first problem pydantic found."""
-    e = exc.errors()[0]
-    loc = ".".join(str(x) for x in e["loc"])
-    msg = e["msg"].removeprefix("Value error, ")
-    return f"{where}: {loc + ': ' if loc else ''}{msg}"
 
 
 class Policy(BaseModel):
@@ -76,7 +68,7 @@ class Policy(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise ConfigError(first_error(exc, "invalid policy")) from exc
+            raise ConfigError(describe_validation(exc, "invalid policy")) from exc
 
     @field_validator("fallback_errors")
     @classmethod

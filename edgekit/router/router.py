@@ -35,7 +35,9 @@ from edgekit.errors import ContextOverflowError, FallbackExhausted, RemoteError,
 from edgekit.router.breaker import CircuitBreaker
 from edgekit.router.log import DecisionLog, decision_record
 from edgekit.router.policy import Policy
-from edgekit.runtimes.base import GenerationConfig, GenerationResult, TokenEvent, _config, collect, confidence_summary
+from edgekit.runtimes.base import (
+    GenerationConfig, GenerationResult, TokenEvent, _config, check_prompt, collect, confidence_summary,
+)
 from edgekit.runtimes.chat import check_messages
 
 
@@ -187,13 +189,13 @@ class Router:
         return self.local.render_chat(messages, add_generation_prompt)
 
     def generate(self, prompt: str, config: GenerationConfig | None = None, **overrides) -> RoutedResult:
-        return self._generate(_Run("generate", _prompt(prompt), None, _config(config, overrides), False))
+        return self._generate(_Run("generate", check_prompt(prompt), None, _config(config, overrides), False))
 
     def chat(self, messages: Sequence[dict], config: GenerationConfig | None = None, **overrides) -> RoutedResult:
         return self._generate(_Run("chat", None, check_messages(messages), _config(config, overrides), False))
 
     def stream(self, prompt: str, config: GenerationConfig | None = None, **overrides) -> RoutedStream:
-        run = _Run("generate", _prompt(prompt), None, _config(config, overrides), True)
+        run = _Run("generate", check_prompt(prompt), None, _config(config, overrides), True)
         return RoutedStream(self._stream(run), run.decision)
 
     def stream_chat(self, messages: Sequence[dict], config: GenerationConfig | None = None, **overrides) -> RoutedStream:
@@ -480,14 +482,6 @@ class Router:
             d.remote_s += time.perf_counter() - t
         self.breaker.record_success()
         d.breaker = self.breaker.state
-
-
-def _prompt(prompt) -> str:
-    from edgekit.errors import ConfigError
-
-    if not isinstance(prompt, str):
-        raise ConfigError(f"prompt must be a string, not {type(prompt).__name__}")
-    return prompt
 
 
 __all__ = ["Router", "Decision", "RoutedResult", "RoutedStream"]

@@ -8,12 +8,14 @@ incremental detokenization, context checks, timings and chat templates.
 
 Thread safety: a Model serialises calls with a lock. Several threads may share
 one Model; their requests run one after another (a generator from ``stream``
-holds the lock until it is exhausted or closed). For parallel generation load
-one Model per thread.
+holds the lock until it is exhausted or closed). A thread that starts another
+request while its own stream is unfinished gets a ConfigError (the two would
+share one KV cache). For parallel generation load one Model per thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -213,6 +215,7 @@ class Model:
         self.chat_template: str | None = None
         self.special_tokens: dict[str, str] = {}
         self._lock = threading.RLock()
+        self._busy = False
 
     # ---- what backends provide -------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
@@ -250,9 +253,7 @@ class Model:
 
     def stream(self, prompt: str, config: GenerationConfig | None = None, **overrides) -> Iterator[TokenEvent]:
         self._require_decoder("generate")
-        if not isinstance(prompt, str):
-            raise ConfigError(f"prompt must be a string, not {type(prompt).__name__}")
-        return self._stream_ids(self.tokenize(prompt, add_special=True), _config(config, overrides))
+        return self._stream_ids(self.tokenize(check_prompt(prompt), add_special=True), _config(config, overrides))
 
     def generate_ids(self, ids: Sequence[int], config: GenerationConfig | None = None, **overrides) -> GenerationResult:
         """Generate from token ids (no tokenization: exact prompt lengths for benchmarks)."""
@@ -291,6 +292,20 @@ class Model:
         )
 
     # ---- the shared loop -------------------------------------------------------
+    @contextlib.contextmanager
+    def _exclusive(self):
+        """Refuse a second request from the thread that holds an unfinished stream (the lock is re-entrant)."""
+        if self._busy:
+            raise ConfigError(
+                "this model is busy with an unfinished stream in the same thread: finish or close() that "
+                "generator first, or load a second Model"
+            )
+        self._busy = True
+        try:
+            yield
+        finally:
+            self._busy = False
+
     def _require_decoder(self, what: str) -> None:
         if self.kind != "decoder":
             raise UnsupportedModelError(
@@ -314,7 +329,7 @@ class Model:
         return self._loop(ids, cfg)
 
     def _loop(self, ids: list[int], cfg: GenerationConfig) -> Iterator[TokenEvent]:
-        with self._lock:
+        with self._lock, self._exclusive():
             t0 = time.perf_counter()
             timings = Timings(load_s=self.load_seconds, prompt_tokens=len(ids))
             sampler = Sampler(cfg.temperature, cfg.top_k, cfg.top_p, cfg.repetition_penalty, cfg.seed)
@@ -363,6 +378,13 @@ def _config(config: GenerationConfig | None, overrides: dict) -> GenerationConfi
     if not isinstance(config, GenerationConfig):
         raise ConfigError(f"config must be a GenerationConfig, not {type(config).__name__}")
     return GenerationConfig.from_dict({**dataclasses.asdict(config), **overrides}) if overrides else config
+
+
+def check_prompt(prompt) -> str:
+    """A prompt is a string (every tier: local models, the router, the remote client)."""
+    if not isinstance(prompt, str):
+        raise ConfigError(f"prompt must be a string, not {type(prompt).__name__}")
+    return prompt
 
 
 def collect(events: Iterator[TokenEvent]) -> GenerationResult:

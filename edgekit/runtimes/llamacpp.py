@@ -33,6 +33,12 @@ def _llama_cpp():
     return llama_cpp
 
 
+def default_threads() -> int:
+    """llama-cpp-python's own default: half the logical cores (about the physical ones). llama.cpp's
+    threads spin at barriers, so more threads than free cores slows decoding down many times."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
 def check_gguf_file(path: Path) -> None:
     """Refuse a file that is not GGUF before llama.cpp sees it."""
     if not path.is_file():
@@ -58,11 +64,9 @@ class LlamaCppModel(Model):
             raise ConfigError(f"threads must be an integer >= 1, got {threads!r}")
         if context is not None and (not isinstance(context, int) or context < 2):
             raise ConfigError(f"context must be an integer >= 2, got {context!r}")
-        # llama-cpp-python's own default: half the logical cores (about the physical ones);
-        # more threads than cores slows decoding down several times on a busy machine
-        n_threads = threads or max(1, (os.cpu_count() or 2) // 2)
+        n_threads = threads or default_threads()
         self.llm = self._open(lc, n_threads, context or DEFAULT_CONTEXT, logits_all)
-        trained = self.llm._model.n_ctx_train()
+        trained = self.trained_context = self.llm._model.n_ctx_train()
         if context is None and 0 < trained < self.llm.n_ctx():  # rare: a model trained on fewer tokens
             self.llm.close()
             self.llm = self._open(lc, n_threads, trained, logits_all)
@@ -118,7 +122,10 @@ class LlamaCppModel(Model):
             raise ConfigError("sequence_logits needs a model opened with logits_all=True")
         with self._lock:
             self.llm.reset()
-            self.llm.eval(list(ids))
+            try:
+                self.llm.eval(list(ids))
+            except RuntimeError as exc:
+                raise BackendError(f"llama.cpp failed to evaluate {len(ids)} tokens: {exc}") from exc
             out = np.array(self.llm.scores[: len(ids)], dtype=np.float32)
             self.llm.reset()
             return out

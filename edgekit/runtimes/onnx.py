@@ -78,6 +78,9 @@ class OnnxModel(Model):
     def _setup(self) -> None:
         pass
 
+    def close(self) -> None:
+        self.session = None
+
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
         return self.tokenizer.encode(text, add_special=add_special)
 
@@ -232,6 +235,8 @@ class OnnxDecoder(OnnxModel):
 
     def close(self) -> None:
         self._past = []
+        self._binding = None
+        super().close()
 
 
 _KINDS = {"text-generation": OnnxDecoder, "feature-extraction": OnnxEncoder, "text-classification": OnnxClassifier}

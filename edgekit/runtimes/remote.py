@@ -46,7 +46,7 @@ from edgekit.errors import (
     RemoteTimeout,
     RemoteUnavailable,
 )
-from edgekit.runtimes.base import GenerationConfig, GenerationResult, Timings, TokenEvent, _config
+from edgekit.runtimes.base import GenerationConfig, GenerationResult, Timings, TokenEvent, _config, check_prompt
 from edgekit.runtimes.chat import check_messages
 
 log = logging.getLogger("edgekit.remote")
@@ -285,10 +285,10 @@ class RemoteLLM:
 
     # ---- public API ------------------------------------------------------------------
     def generate(self, prompt: str, config: GenerationConfig | None = None, **overrides) -> GenerationResult:
-        return self.chat([{"role": "user", "content": _prompt(prompt)}], config, **overrides)
+        return self.chat([{"role": "user", "content": check_prompt(prompt)}], config, **overrides)
 
     def stream(self, prompt: str, config: GenerationConfig | None = None, **overrides) -> Iterator[TokenEvent]:
-        return self.stream_chat([{"role": "user", "content": _prompt(prompt)}], config, **overrides)
+        return self.stream_chat([{"role": "user", "content": check_prompt(prompt)}], config, **overrides)
 
     def chat(self, messages: Sequence[dict], config: GenerationConfig | None = None, **overrides) -> GenerationResult:
         """One non-streaming request. ``token_ids``/``probs`` are empty: servers do not send them."""
@@ -366,12 +366,6 @@ class RemoteLLM:
             if index > 0:  # the caller has text: no retry can take it back
                 raise type(error)(f"{error} after {index} streamed token(s)") from cause
             self._backoff(attempts, error, cause)
-
-
-def _prompt(prompt) -> str:
-    if not isinstance(prompt, str) or not prompt:
-        raise ConfigError("prompt must be a non-empty string")
-    return prompt
 
 
 def _timeout_error(remote: RemoteLLM, exc) -> RemoteTimeout:

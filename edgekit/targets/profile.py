@@ -20,13 +20,14 @@ import importlib.resources
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from edgekit.errors import ConfigError
+from edgekit import tomlio
+from edgekit.errors import ConfigError, describe_validation
+from edgekit.manifest import write_text_atomic
 
 SCHEMA_VERSION = 1
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -173,31 +174,11 @@ class TargetProfile(_Strict):
 # ---- files ----------------------------------------------------------------------
 
 def _toml_load(text: str, where: str) -> dict[str, Any]:
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{where} is not valid TOML: {exc}") from exc
+    return tomlio.loads(text, where)
 
 
 def _describe(exc: ValidationError, where: str) -> ConfigError:
-    first = exc.errors()[0]
-    loc = ".".join(str(x) for x in first["loc"]) or "(top level)"
-    kind = first["type"]
-    if not first["loc"]:
-        msg = f"{where}: {first['msg'].removeprefix('Value error, ')}"
-    elif kind == "missing":
-        msg = f"{where}: field '{loc}' is missing"
-    elif kind == "extra_forbidden":
-        msg = f"{where}: unknown field '{loc}'"
-    else:
-        got = first.get("input")
-        shown = json.dumps(got, default=str)[:60] if not isinstance(got, dict) else "a table"
-        msg = f"{where}: field '{loc}' is invalid ({first['msg']}; got {shown})"
-    return ConfigError(msg + "; see 'edgekit targets show raspberry-pi-5' for a complete profile")
+    return ConfigError(describe_validation(exc, where) + "; see 'edgekit targets show raspberry-pi-5' for a complete profile")
 
 
 def parse_profile(data: dict[str, Any], where: str) -> TargetProfile:
@@ -254,35 +235,9 @@ def resolve_target(spec: str) -> TargetProfile:
 
 # ---- writing (detect --save) --------------------------------------------------------
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)  # a JSON string is a valid TOML basic string
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items() if x is not None) + " }"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
 def profile_to_toml(profile: TargetProfile) -> str:
     """TOML text of a profile; scalars and ``{value, source}`` numbers first, arrays of tables last."""
-    data = profile.model_dump(mode="json", exclude_none=True)
-    lines, tables = [], []
-    for key, value in data.items():
-        if isinstance(value, list) and value and isinstance(value[0], dict):
-            tables.append((key, value))
-        else:
-            lines.append(f"{key} = {_toml_value(value)}")
-    for key, rows in tables:
-        for row in rows:
-            lines.append("")
-            lines.append(f"[[{key}]]")
-            lines.extend(f"{k} = {_toml_value(v)}" for k, v in row.items() if v is not None)
-    return "\n".join(lines) + "\n"
+    return tomlio.dumps(profile.model_dump(mode="json", exclude_none=True))
 
 
 def save_profile(profile: TargetProfile, path: str | os.PathLike, force: bool = False) -> Path:
@@ -297,10 +252,7 @@ def save_profile(profile: TargetProfile, path: str | os.PathLike, force: bool = 
     text = profile_to_toml(profile)
     parse_profile(_toml_load(text, str(p)), str(p))  # never write a file that would not load
     try:
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, p)
+        write_text_atomic(p, text)
     except OSError as exc:
         raise ConfigError(f"cannot write {p}: {exc.strerror or exc}") from exc
     return p

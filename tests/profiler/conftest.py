@@ -100,30 +100,18 @@ def tiny_onnx_artifact(tmp_path_factory, tiny_llama) -> Path:
 @pytest.fixture
 def profile_toml(tmp_path):
     """``profile_toml(drop=(), **overrides)`` -> path of a copy of the raspberry-pi-5 preset, edited."""
-    import tomllib
-
+    from edgekit import tomlio
     from edgekit.targets.profile import _preset_dir
 
     def make(drop=(), name="my-device", **overrides) -> Path:
         text = (_preset_dir() / "raspberry-pi-5.toml").read_text()
-        data = tomllib.loads(text)
+        data = tomlio.loads(text, "preset")
         data["name"] = name
         for key in drop:
             data.pop(key)
         data.update(overrides)
-        from edgekit.targets.profile import _toml_value
-
-        lines, tables = [], []
-        for k, v in data.items():
-            if isinstance(v, list) and v and isinstance(v[0], dict):
-                tables.append((k, v))
-            else:
-                lines.append(f"{k} = {_toml_value(v)}")
-        for k, rows in tables:
-            for row in rows:
-                lines += ["", f"[[{k}]]"] + [f"{a} = {_toml_value(b)}" for a, b in row.items()]
         path = tmp_path / f"{name}.toml"
-        path.write_text("\n".join(lines) + "\n")
+        path.write_text(tomlio.dumps(data))
         return path
 
     return make

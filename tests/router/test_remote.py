@@ -46,10 +46,8 @@ def test_real_server_chat_and_stream_agree(remote):
 @pytest.mark.slow
 def test_real_server_rejects_a_wrong_key_without_retrying(llama_server):
     r = RemoteLLM(llama_server.url, llama_server.model, api_key="sk-wrong-key-0123456789", max_retries=3, backoff_s=5)
-    t0 = time.monotonic()
     with pytest.raises(RemoteAuthError) as info:
         r.generate("hello", max_tokens=4)
-    assert time.monotonic() - t0 < 5  # a retry would have slept 2.5-5 s first
     assert "HTTP 401" in str(info.value)
     assert "sk-wrong-key-0123456789" not in str(info.value)
 
@@ -91,21 +89,17 @@ def test_429_honours_retry_after(faulty):
 
 def test_429_with_a_retry_after_beyond_the_cap_fails_at_once(faulty):
     server = faulty([(429, {"Retry-After": "120"}), "ok"])
-    t0 = time.monotonic()
     with pytest.raises(RemoteUnavailable) as info:
         fast(server.url, max_retries=3, max_retry_after_s=10).chat(QUESTION)
-    assert time.monotonic() - t0 < 5
-    assert len(server.seen) == 1
+    assert len(server.seen) == 1  # no retry after a wait it would not honour
     assert "rate limiting" in str(info.value) and "120" in str(info.value)
 
 
 def test_slow_first_byte_times_out(faulty):
     server = faulty(["slow"])
-    t0 = time.monotonic()
     with pytest.raises(RemoteTimeout) as info:
         fast(server.url, timeout=0.3, max_retries=1).chat(QUESTION)
-    assert time.monotonic() - t0 < 5  # the server would have answered after 30 s
-    assert len(server.seen) == 2  # timeouts are retried
+    assert len(server.seen) == 2  # timeouts are retried (the server would only answer after 30 s)
     assert "read timeout" in str(info.value)
 
 
@@ -152,10 +146,8 @@ def test_non_json_answer_is_a_protocol_error(faulty):
 
 
 def test_connection_refused_is_unavailable(refused_url):
-    t0 = time.monotonic()
     with pytest.raises(RemoteUnavailable) as info:
         fast(refused_url, max_retries=1).chat(QUESTION)
-    assert time.monotonic() - t0 < 5
     assert "unreachable" in str(info.value)
 
 

@@ -46,6 +46,7 @@ from edgekit.manifest import (
 )
 from edgekit.progress import Progress, ensure
 from edgekit.quality import compute_reference, gate, load_prompts, prompts_digest, skipped_report, thresholds_for
+from edgekit.runtimes.llamacpp import default_threads
 from edgekit.sources import count_params, infer_task, resolve_source
 
 __all__ = ["export_gguf", "gate_gguf", "QUANT_TYPES", "Artifact"]
@@ -63,23 +64,17 @@ class _LlamaTokenizer:
         return self.model.tokenize(text, add_special=add_special)
 
 
-def gate_threads() -> int:
-    """llama.cpp threads for the gate: half the cores. llama.cpp's threads spin at barriers, so on a busy
-    machine using every core is many times slower (2 threads on 2 loaded cores: 15x slower than 1)."""
-    return max(1, (os.cpu_count() or 2) // 2)
-
-
 def _open_for_gate(path: Path, prompts: list[str], threads: int | None):
     """The artifact in llama.cpp with every position's logits, with a context just large enough for the prompts
     (``logits_all`` keeps a context x vocabulary float buffer: 4096 x 49152 would be 800 MB)."""
     from edgekit.exporters.gguf.quant import llama_cpp_module
     from edgekit.runtimes.llamacpp import LlamaCppModel
 
-    threads = threads or gate_threads()
-    trained = _trained_context(path)
-    probe = LlamaCppModel(path, threads=1, context=min(64, trained) if trained else 64)
+    threads = threads or default_threads()
+    probe = LlamaCppModel(path, threads=1, context=64)
     try:
         need = max(len(probe.tokenize(p)) for p in prompts) + 1
+        trained = probe.trained_context
     finally:
         probe.close()
     if trained and need > trained:
@@ -87,15 +82,6 @@ def _open_for_gate(path: Path, prompts: list[str], threads: int | None):
     context = max(need, min(GATE_CONTEXT, trained or GATE_CONTEXT))
     llama_cpp_module()
     return LlamaCppModel(path, threads=threads, context=context, logits_all=True)
-
-
-def _trained_context(path: Path) -> int | None:
-    from gguf import GGUFReader
-
-    fields = GGUFReader(str(path)).fields
-    arch = fields["general.architecture"].contents()
-    key = f"{arch}.context_length"
-    return int(fields[key].contents()) if key in fields else None
 
 
 # The last reference computed, keyed by source weights, config, prompts and token ids: exporting several
@@ -123,7 +109,7 @@ def _reference(src, prompts: list[str], model, allow_pickle: bool, threads: int 
     config_digest = hashlib.sha256((src.path / "config.json").read_bytes()).hexdigest()
     key = (src.info.weights_sha256 or str(src.path), config_digest, prompts_digest(prompts), ids)
     if key not in _REFERENCE_CACHE:
-        with _torch_threads(threads or gate_threads()):
+        with _torch_threads(threads or default_threads()):
             reference = compute_reference("decoder", src.path, prompts, tok, allow_pickle=allow_pickle, progress=progress)
         _REFERENCE_CACHE.clear()
         _REFERENCE_CACHE[key] = reference

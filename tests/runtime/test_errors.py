@@ -165,3 +165,15 @@ def test_gguf_small_context_overflow_and_budget(smollm2_gguf):
     ids = m.tokenize("word " * 50)
     r = m.generate_ids(ids, max_tokens=50, ignore_eos=True)
     assert len(ids) + len(r.token_ids) == 64 and r.finish_reason == "length"
+
+
+def test_same_thread_reentry_is_refused_not_corrupted(tiny_art):
+    m = edgekit.load(tiny_art)
+    expected = m.generate("hello", max_tokens=6, ignore_eos=True).token_ids
+    stream = m.stream("hello", max_tokens=6, ignore_eos=True)
+    first = next(stream)
+    with pytest.raises(ConfigError, match="busy with an unfinished stream"):
+        m.generate("other", max_tokens=2)
+    rest = [e.token_id for e in stream]
+    assert [first.token_id, *rest] == expected  # the open stream was not disturbed
+    assert m.generate("hello", max_tokens=6, ignore_eos=True).token_ids == expected

@@ -35,7 +35,7 @@ step() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 demo() {
   local out=${EDGEKIT_DEMO_OUT:-demo-out} ek="$VENV/bin/edgekit" py="$VENV/bin/python" port=${EDGEKIT_DEMO_PORT:-8089}
-  export HF_HUB_OFFLINE=1
+  export HF_HUB_OFFLINE=1 COLUMNS=${COLUMNS:-160}  # wide tables also when the output is not a terminal
   mkdir -p "$out"
 
   step "1/6 export to ONNX (fp32, int8): MiniLM and SmolLM2-135M-Instruct, each gated against the original"

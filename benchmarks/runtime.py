@@ -67,12 +67,13 @@ def bench_gguf(args, gguf: Path) -> dict:
     ids = model.tokenize(TEXT)[: args.prompt_tokens]
     raw = Llama(str(gguf), n_ctx=1024, n_threads=args.threads, n_threads_batch=args.threads, verbose=False)
     ek, rw = [], []
-    for _ in range(args.runs + 1):
-        r = model.generate_ids(ids, max_tokens=args.gen_tokens, ignore_eos=True)
-        ek.append(r.timings.decode_tps)
+
+    def edgekit_run():
+        ek.append(model.generate_ids(ids, max_tokens=args.gen_tokens, ignore_eos=True).timings.decode_tps)
+
+    def raw_run():
         raw.reset()
-        t_first = None
-        n = 0
+        t_first, n = None, 0
         for _tok in raw.generate(ids, temp=0.0, reset=True):
             n += 1
             if n == 1:
@@ -80,6 +81,10 @@ def bench_gguf(args, gguf: Path) -> dict:
             if n == args.gen_tokens:
                 break
         rw.append((n - 1) / (time.perf_counter() - t_first))
+
+    for i in range(2 * args.runs + 1):  # cheap runs: twice as many, to steady the median
+        for run in ((edgekit_run, raw_run) if i % 2 else (raw_run, edgekit_run)):  # alternate who goes first
+            run()
     ek, rw = ek[1:], rw[1:]  # first round is warm-up
     model.close()
     raw.close()

@@ -269,3 +269,20 @@ def test_large_models_use_external_data(tiny_llama, tmp_path, monkeypatch):
     assert "model.onnx.data" in names and art.manifest.gate.status == "passed"
     assert (art.path / "model.onnx").stat().st_size < (art.path / "model.onnx.data").stat().st_size
     assert len(edgekit.load(art.path).generate("hello", max_tokens=3, ignore_eos=True).token_ids) == 3
+
+
+@pytest.mark.slow
+def test_gate_command_rechecks_onnx_and_gguf_artifacts(cli, onnx_artifact, tiny_llama, tmp_path):
+    from edgekit.exporters.gguf import export_gguf
+
+    art = onnx_artifact("minilm-int8")
+    proc = cli("gate", art.path, "--source", "packaged:minilm")
+    assert proc.returncode == 0, proc.stderr
+    assert "cos_mean" in proc.stdout and "pass" in proc.stdout
+    strict = cli("gate", art.path, "--source", "packaged:minilm", "--threshold", "cos_min=0.99999")
+    assert strict.returncode == 1 and "quality gate failed" in error_line(strict) and "FAIL" in strict.stdout
+    gguf = export_gguf(tiny_llama, tmp_path / "tiny-q8_0", quant="q8_0")
+    proc = cli("gate", gguf.path, "--source", tiny_llama, "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["status"] == "passed" and report["precision"] == "q8_0" and report["metrics"]["kl_mean"] >= 0

@@ -149,12 +149,9 @@ def gate_cmd(
 ):
     """Re-run the quality gate of an existing artifact against its original model (exit 1 when it fails)."""
     from edgekit.exporters.onnx import gate_artifact
-    from edgekit.manifest import read_manifest
     from edgekit.progress import RichProgress
     from edgekit.quality import parse_threshold_overrides
 
-    if read_manifest(artifact).format == "gguf":
-        from edgekit.exporters.gguf import gate_gguf as gate_artifact
     report = gate_artifact(
         artifact, source, prompts=prompts, thresholds=parse_threshold_overrides(threshold),
         allow_pickle=allow_pickle, threads=threads, progress=RichProgress(err),

@@ -323,12 +323,15 @@ def gate_artifact(
     threads: int | None = None,
     progress: Progress | None = None,
 ) -> GateReport:
-    """Re-run the quality gate of an existing ONNX artifact against its original model."""
+    """Re-run the quality gate of an existing artifact (ONNX or GGUF) against its original model."""
     from edgekit.runtimes import load
 
     art = Artifact.open(artifact)
-    if art.manifest.format != "onnx":
-        raise ConfigError(f"{artifact} is a {art.manifest.format} artifact: use the matching gate")
+    if art.manifest.format == "gguf":
+        from edgekit.exporters.gguf import gate_gguf
+
+        return gate_gguf(artifact, source, prompts=prompts, thresholds=thresholds, allow_pickle=allow_pickle,
+                         threads=threads, progress=progress)
     prompt_list = load_prompts(prompts)
     src = resolve_source(source, allow_pickle=allow_pickle, hash_weights=False)
     kind = KIND_OF_TASK[art.manifest.task]

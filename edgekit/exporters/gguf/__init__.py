@@ -253,7 +253,7 @@ def gate_gguf(
     progress = ensure(progress)
     art = Artifact.open(artifact)
     if art.manifest.format != "gguf":
-        raise ConfigError(f"{artifact} is a {art.manifest.format} artifact: use edgekit.gate_artifact")
+        raise ConfigError(f"{artifact} is a {art.manifest.format} artifact, not GGUF: use edgekit.gate_artifact")
     prompt_list = load_prompts(prompts)
     src = resolve_source(source, allow_pickle=allow_pickle)
     limits = thresholds_for("decoder", art.manifest.precision, thresholds)

@@ -66,7 +66,7 @@ def main() -> None:
             edgekit.export_onnx("packaged:smollm2", path, force=True, **kw)
         results[name] = profile(path, args.tokens, args.threads)
     base = results["fp32"][0]
-    print(f"\n| variant | decode tok/s | vs fp32 | top op types by kernel time |\n|---|---|---|---|")
+    print("\n| variant | decode tok/s | vs fp32 | top op types by kernel time |\n|---|---|---|---|")
     for name, (tps, ops) in results.items():
         top = ", ".join(f"{k} {v:.0%}" for k, v in list(ops.items())[:5])
         print(f"| {name} | {tps:.1f} | {tps / base:.2f}x | {top} |")

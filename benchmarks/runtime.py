@@ -209,7 +209,7 @@ def main() -> None:
     limit = bw * 1e9 / (res["onnx_fp32"]["size_mb"] * 1e6)
     print(f"\nedgekit runtime benchmark: {args.threads} threads, {args.prompt_tokens} prompt + {args.gen_tokens} new tokens, "
           f"median of {args.runs} runs; host copy bandwidth {bw:.1f} GB/s\n")
-    print(f"| measurement | edgekit | raw library | ratio | goal |\n|---|---|---|---|---|")
+    print("| measurement | edgekit | raw library | ratio | goal |\n|---|---|---|---|---|")
     g = res["gguf"]
     print(f"| GGUF Q4_1 decode tok/s (confidence on) vs llama-cpp-python | {g['edgekit_tps']:.1f} | {g['raw_tps']:.1f} | {g['ratio']:.3f} | >= 0.97 |")
     o = res["onnx_fp32"]

@@ -124,7 +124,7 @@ def _nbits(src: Path, out: Path, external: bool, bits: int, symmetric: bool) -> 
 def quantize(src: Path, out: Path, method: str, *, decoder: bool = False, int8_mode: str = "auto") -> tuple[str, dict[str, Any]]:
     """Write the ``method`` quantization of ``src`` to ``out``; return (onnxruntime tool used, its parameters)."""
     try:
-        import onnx  # noqa: F401
+        import onnx
         import onnxruntime.quantization as ortq
     except ImportError as exc:
         raise MissingDependencyError("onnx (for quantization)", "export") from exc
@@ -140,7 +140,6 @@ def quantize(src: Path, out: Path, method: str, *, decoder: bool = False, int8_m
         if method == "int8" or method == "int4":
             return _nbits(src, out, external, bits=8 if method == "int8" else 4, symmetric=method == "int8")
         if method == "fp16":
-            import onnx
             from onnxruntime.transformers.float16 import convert_float_to_float16
 
             model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)

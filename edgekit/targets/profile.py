@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.resources
-import json
 import os
 import re
 from pathlib import Path

@@ -50,6 +50,7 @@ demo() {
   done
 
   step "3/6 inspect: manifests, gate metrics, verified file hashes"
+  "$ek" inspect "$out/minilm-int8"
   "$ek" inspect "$out/smollm2-onnx-int8"
   "$ek" inspect "$out/smollm2-gguf-q4_k_m"
 

@@ -21,7 +21,6 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -66,16 +65,17 @@ w.close()
 
 
 def run(code: str, *args: str) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of ``python -c code args``, from the kernel."""
-    t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t
-    err = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"conversion failed:\n{err[-2000:]}")
-    return wall, usage.ru_maxrss / 1024
+    """Wall seconds and peak RSS (MB) of ``python -c code args``, from the kernel (wait4).
+
+    The run is spawned by edgekit's bench launcher, a tiny process: a child's ru_maxrss
+    starts from its parent's high-water mark, and this script has loaded models itself.
+    """
+    from edgekit.profiler.bench import run_once
+
+    _, code_, timed_out, rss, wall, stderr = run_once([sys.executable, "-c", code, *args], timeout=3600)
+    if code_ != 0 or timed_out or rss is None:
+        raise SystemExit(f"conversion failed:\n{stderr[-2000:]}")
+    return wall, rss / 2**20
 
 
 def raw_decode_tps(path: Path, prompt_ids: list[int], n: int, threads: int) -> float:

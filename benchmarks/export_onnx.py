@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,16 +28,14 @@ BIN = Path(sys.executable).parent
 
 
 def run(cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one command, from the kernel."""
-    t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t
-    err = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"command failed: {' '.join(cmd)}\n{err[-2000:]}")
-    return wall, usage.ru_maxrss / 1024
+    """Wall seconds and peak RSS (MB) of one command, from the kernel (wait4), spawned by edgekit's
+    bench launcher: a tiny parent, since a child's ru_maxrss starts from its parent's high-water mark."""
+    from edgekit.profiler.bench import run_once
+
+    _, code, timed_out, rss, wall, stderr = run_once(cmd, timeout=3600)
+    if code != 0 or timed_out or rss is None:
+        raise SystemExit(f"command failed: {' '.join(cmd)}\n{stderr[-2000:]}")
+    return wall, rss / 2**20
 
 
 def export_comparison(model: str, task: str, repeats: int) -> dict:

@@ -14,6 +14,7 @@ CLI, which is not needed here).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -61,7 +62,7 @@ def smollm2_hf_folder(cache: Path | None = None) -> Path:
     gguf_path = smollm2_gguf_path()
     out = (cache or cache_dir()) / "smollm2-135m-instruct-hf"
     stamp = out / ".edgekit-source"
-    key = f"{gguf_path.stat().st_size}:{int(gguf_path.stat().st_mtime)}"
+    key = _fingerprint(gguf_path)
     if stamp.is_file() and stamp.read_text() == key:
         return out
     try:
@@ -91,6 +92,18 @@ def smollm2_hf_folder(cache: Path | None = None) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _fingerprint(path: Path) -> str:
+    """Size and a hash of the first and last MiB: the same for every install of the same file
+    (an mtime would change with each virtualenv and rebuild the folder for nothing)."""
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as fh:
+        h.update(fh.read(1 << 20))
+        fh.seek(max(0, size - (1 << 20)))
+        h.update(fh.read(1 << 20))
+    return f"{size}:{h.hexdigest()[:32]}"
 
 
 def _write_bytelevel_tokenizer(tok, folder: Path) -> None:

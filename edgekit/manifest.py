@@ -96,6 +96,7 @@ class Manifest(_Strict):
     task: Task
     precision: str
     quantization: Quantization
+    graph_rewrites: list[str] = Field(default_factory=list, description="edgekit's own graph rewrites after tracing (checked by the gate)")
     model_file: str
     model: ModelInfo
     source: SourceInfo

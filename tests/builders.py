@@ -80,15 +80,15 @@ def make_wordpiece_tokenizer(folder: Path, vocab_size: int = 400) -> int:
     return tok.get_vocab_size()
 
 
-def make_tiny_decoder(folder: Path, arch: str = "llama", *, seed: int = 0, safetensors: bool = True) -> Path:
-    """A 2-layer random decoder (llama or qwen2) with a real byte-level BPE tokenizer."""
+def make_tiny_decoder(folder: Path, arch: str = "llama", *, seed: int = 0, safetensors: bool = True, kv_heads: int = 2) -> Path:
+    """A 2-layer random decoder (llama or qwen2; 4 query heads, ``kv_heads`` key/value heads) with a real BPE tokenizer."""
     import torch
     import transformers
 
     vocab = make_bpe_tokenizer(folder)
     common = dict(
         vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+        num_key_value_heads=kv_heads, max_position_embeddings=256, bos_token_id=1, eos_token_id=2, pad_token_id=2,
         tie_word_embeddings=False,
     )
     if arch == "llama":

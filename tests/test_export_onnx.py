@@ -206,6 +206,7 @@ def test_smollm2_fp32_matches_transformers(onnx_artifact):
     assert m.model.n_params and 130e6 < m.model.n_params < 140e6
     names = _inputs(art.model_path)
     assert sum(n.startswith("past_key_values.") for n in names) == 60
+    assert m.graph_rewrites and m.graph_rewrites[0].startswith("share_kv_heads: 30 attention blocks")
 
 
 @pytest.mark.slow

@@ -107,6 +107,10 @@ def export_onnx_cmd(
     force: bool = typer.Option(False, "--force", help="Replace OUTPUT if it exists (only once the new artifact is complete)."),
     threshold: List[str] = typer.Option([], "--threshold", help=THRESHOLD_HELP, show_default=False),
     no_gate: bool = typer.Option(False, "--no-gate", help="Skip the quality gate (the manifest records it as skipped)."),
+    no_optimize: bool = typer.Option(
+        False, "--no-optimize",
+        help="Keep optimum's decoder graph as traced (by default attention reads the KV cache without repeat_kv copies).",
+    ),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Accept pickle (.bin) weights; loading a pickle runs code."),
     revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit) for hub ids."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="onnxruntime threads for the gate."),
@@ -129,7 +133,8 @@ def export_onnx_cmd(
         artifact = export_onnx(
             source, output, task=task.value, quantize=quantize.value, prompts=prompts, force=force,
             thresholds=parse_threshold_overrides(threshold), run_gate=not no_gate, allow_pickle=allow_pickle,
-            revision=revision, threads=threads, postprocess=fn, int8_mode=int8_mode.value, progress=RichProgress(err),
+            revision=revision, threads=threads, postprocess=fn, int8_mode=int8_mode.value, optimize=not no_optimize,
+            progress=RichProgress(err),
         )
     except QualityGateError as exc:
         report_gate_failure(exc)

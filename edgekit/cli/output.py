@@ -54,6 +54,7 @@ def manifest_tables(m: Manifest, path: str) -> list[Table]:
     rows = [
         ("format", m.format), ("task", m.task), ("precision", m.precision),
         ("quantization", f"{m.quantization.method} {json.dumps(m.quantization.params) if m.quantization.params else ''}"),
+        ("graph rewrites", "; ".join(m.graph_rewrites) or "-"),
         ("model file", m.model_file), ("architecture", m.model.architecture),
         ("parameters", f"{m.model.n_params:,}" if m.model.n_params else "-"),
         ("context", str(m.model.context_length or "-")),

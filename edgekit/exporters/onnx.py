@@ -24,6 +24,7 @@ from typing import Callable
 
 from edgekit import __version__
 from edgekit.errors import ConfigError, ExportError, MissingDependencyError, QualityGateError, UnsupportedModelError
+from edgekit.exporters.onnx_graph import optimize_decoder
 from edgekit.exporters.onnx_quant import PRECISION, QUANTIZATIONS, model_files, quantize
 from edgekit.manifest import (
     GateReport,
@@ -184,6 +185,7 @@ def export_onnx(
     threads: int | None = None,
     postprocess: Callable | None = None,
     int8_mode: str = "auto",
+    optimize: bool = True,
     progress: Progress | None = None,
 ) -> Artifact:
     """Export ``source`` to an ONNX artifact folder ``out`` and gate it; return the :class:`Artifact`.
@@ -192,7 +194,9 @@ def export_onnx(
     ``int8_mode``: auto | dynamic | blockwise picks the int8 form). ``thresholds``: overrides of the gate's
     default bounds (``{"kl_mean": 0.05}``). ``postprocess``: a function applied to the
     traced ``onnx.ModelProto`` (for custom graph edits) before quantization; the gate
-    checks its result like everything else.
+    checks its result like everything else. ``optimize``: apply edgekit's decoder graph
+    rewrites (:mod:`edgekit.exporters.onnx_graph`: grouped-query attention without
+    repeat_kv copies); False keeps optimum's graph as traced.
     """
     progress = ensure(progress)
     if quantize not in QUANTIZATIONS:
@@ -216,6 +220,10 @@ def export_onnx(
         work = stage / ".export"
         with progress.step(f"export: tracing {src.path.name} ({task}) with optimum-onnx"):
             _trace(src, task, work)
+        rewrites: list[str] = []
+        if optimize and kind == "decoder":
+            with progress.step("optimize: attention reads the KV cache without repeat_kv copies"):
+                rewrites = optimize_decoder(work / MODEL_FILE, info.n_heads, info.n_kv_heads, info.head_dim)
         if postprocess is not None:
             _apply_postprocess(work / MODEL_FILE, postprocess)
 
@@ -263,6 +271,7 @@ def export_onnx(
             task=task,
             precision=precision,
             quantization=Quantization(method=qmethod, params=qparams),
+            graph_rewrites=rewrites,
             model_file=MODEL_FILE,
             model=info,
             source=src.info,

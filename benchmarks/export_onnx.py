@@ -5,8 +5,9 @@
 Each export runs in its own process; wall time and the process's peak RSS (kernel
 ``wait4`` ru_maxrss) are compared, edgekit over optimum-cli (goal <= 1.1x):
   * ``optimum-cli export onnx`` (tracing + its own validation),
-  * ``edgekit export onnx --no-gate`` (tracing + manifest),
-  * ``edgekit export onnx`` (tracing + the quality gate; the gate's time is shown separately).
+  * ``edgekit export onnx --no-gate --no-optimize`` (tracing + manifest: the like-for-like),
+  * ``edgekit export onnx --no-gate`` (+ the decoder graph rewrite; its time is shown separately),
+  * ``edgekit export onnx`` (+ the quality gate; the gate's time is shown separately).
 Then MiniLM int8 vs fp32: file size ratio, onnxruntime latency ratio at batch 32, cosine.
 """
 
@@ -42,17 +43,18 @@ def export_comparison(model: str, task: str, repeats: int) -> dict:
     from edgekit.sources import resolve_source
 
     src = str(resolve_source(model, hash_weights=False).path)
-    rows: dict[str, list] = {"optimum-cli": [], "edgekit --no-gate": [], "edgekit (with gate)": []}
+    rows: dict[str, list] = {"optimum-cli": [], "edgekit --no-gate --no-optimize": [], "edgekit --no-gate": [],
+                             "edgekit (with gate)": []}
     gate_s = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(repeats):
             for name in rows:
-                out = Path(tmp) / f"{name.split()[0]}-{i}"
+                out = Path(tmp) / f"{name.replace(' ', '').replace('(', '').replace(')', '')}-{i}"
                 if name == "optimum-cli":
                     cmd = [str(BIN / "optimum-cli"), "export", "onnx", "--model", src, "--task", task, str(out)]
                 else:
                     cmd = [sys.executable, "-m", "edgekit", "export", "onnx", src, "-o", str(out)]
-                    cmd += ["--no-gate"] if "no-gate" in name else []
+                    cmd += [flag for flag in ("--no-gate", "--no-optimize") if flag in name]
                 rows[name].append(run(cmd))
                 if name == "edgekit (with gate)":
                     m = json.loads((out / "edgekit.json").read_text())
@@ -67,6 +69,8 @@ def export_comparison(model: str, task: str, repeats: int) -> dict:
         t, m = statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs)
         out[name] = {"wall_s": t, "peak_rss_mb": m, "time_ratio": t / base_t, "rss_ratio": m / base_m}
         print(f"| {name} | {t:.1f} | {m:.0f} | {t / base_t:.2f}x | {m / base_m:.2f}x |")
+    rewrite_delta = out["edgekit --no-gate"]["wall_s"] - out["edgekit --no-gate --no-optimize"]["wall_s"]
+    print(f"graph rewrite (attention without repeat_kv copies): {rewrite_delta:.1f} s of wall time")
     gate_delta = out["edgekit (with gate)"]["wall_s"] - out["edgekit --no-gate"]["wall_s"]
     print(f"gate: {gate_delta:.1f} s of wall time (reference in transformers + artifact in onnxruntime; "
           f"artifact side alone {statistics.median(gate_s):.1f} s)")

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/int8_profile.py [--tokens 64] [--threads 2]
 
-Exports SmolLM2 as fp32, int8 dynamic (quantize_dynamic, gate skipped: it fails it),
+Exports SmolLM2 as fp32 (edgekit's graph, and as optimum traced it), int8 dynamic (quantize_dynamic, gate skipped: it fails it),
 int8 block-wise (MatMulNBits 8-bit) and int4, decodes --tokens tokens with each under
 onnxruntime's profiler, and prints decode tokens/s and the share of time per op type.
 """
@@ -17,10 +17,11 @@ import shutil
 from pathlib import Path
 
 import edgekit
-from edgekit.manifest import cache_dir
+from edgekit.manifest import cache_dir, read_manifest
 
 VARIANTS = {
     "fp32": dict(quantize="none"),
+    "fp32-traced": dict(quantize="none", optimize=False),
     "int8-dynamic": dict(quantize="int8", int8_mode="dynamic", run_gate=False),
     "int8-blockwise": dict(quantize="int8", int8_mode="blockwise"),
     "int4": dict(quantize="int4"),
@@ -61,7 +62,9 @@ def main() -> None:
     results = {}
     for name, kw in VARIANTS.items():
         path = root / f"smollm2-{name}"
-        if not (path / "edgekit.json").is_file():
+        if not (path / "edgekit.json").is_file() or (
+            bool(read_manifest(path).graph_rewrites) != kw.get("optimize", True)
+        ):
             shutil.rmtree(path, ignore_errors=True)
             edgekit.export_onnx("packaged:smollm2", path, force=True, **kw)
         results[name] = profile(path, args.tokens, args.threads)

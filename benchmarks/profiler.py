@@ -87,7 +87,7 @@ def artifacts(root: Path) -> list[Path]:
     source = None
     for quant in ("fp32", "int8", "int4"):
         path = root / f"smollm2-onnx-{quant}"
-        if not (path / "edgekit.json").is_file():
+        if not (path / "edgekit.json").is_file() or not read_manifest(path).graph_rewrites:  # made before the rewrite
             source = source or smollm2_hf_folder()
             print(f"exporting {path.name} ...", file=sys.stderr)
             edgekit.export_onnx(source, path, quantize="none" if quant == "fp32" else quant, force=True)

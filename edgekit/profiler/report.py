@@ -151,6 +151,24 @@ def _points(report: BenchReport) -> dict[str, dict[str, list]]:
     return {k: {t: pts for t, pts in v.items() if pts} for k, v in rows.items() if any(v.values())}
 
 
+def _label_offsets(pts, x_max: float, y_max: float, panel_pts: float = 210.0) -> list[float]:
+    """Vertical offsets (points) for the labels so that labels of nearby points do not overprint."""
+    placed: list[tuple[float, float, float, float]] = []  # label boxes in axes fractions
+    out = [5.0] * len(pts)
+    for i in sorted(range(len(pts)), key=lambda i: -pts[i][2]):
+        label, size, speed = pts[i][0], pts[i][1], pts[i][2]
+        x0, y0 = size / x_max + 0.01, speed / y_max
+        x1 = x0 + 0.012 * len(label)
+        for dy in (5, -12, 16, -23, 27, -34, 38):
+            b0 = y0 + dy / panel_pts
+            box = (x0, b0, x1, b0 + 8 / panel_pts)
+            if not any(box[0] < p[2] and p[0] < box[2] and box[1] < p[3] and p[1] < box[3] for p in placed):
+                break
+        placed.append(box)
+        out[i] = float(dy)
+    return out
+
+
 def chart(report: BenchReport, path: Path) -> None:
     """Size vs speed, one panel per place (host measured, each target predicted), colour = gate quality.
 
@@ -182,10 +200,11 @@ def chart(report: BenchReport, path: Path) -> None:
                 ax.axis("off")
                 continue
             title, pts = list(panels.items())[j]
-            for label, size, speed, q in pts:
+            offsets = _label_offsets(pts, max(pt[1] for pt in pts) * 1.45, max(pt[2] for pt in pts) * 1.25)
+            for (label, size, speed, q), dy in zip(pts, offsets):
                 color = cmap((q - lo) / (hi - lo)) if q is not None else "0.65"
                 ax.scatter([size], [speed], s=70, color=color, edgecolors="black", linewidths=0.5, zorder=3)
-                ax.annotate(label, (size, speed), textcoords="offset points", xytext=(5, 5), fontsize=7)
+                ax.annotate(label, (size, speed), textcoords="offset points", xytext=(5, dy), fontsize=7)
             ax.set_title(title, fontsize=10)
             ax.set_xlabel("artifact size (MB)")
             ax.set_ylabel(unit)

@@ -102,3 +102,14 @@ def test_qwen2_with_bias_is_rewritten(tmp_path):
     lo, _ = _decode(opt.model_path, [3, 4, 5, 6], 6)
     lp, _ = _decode(plain.model_path, [3, 4, 5, 6], 6)
     assert all(np.abs(a - b).max() < 1e-4 for a, b in zip(lo, lp))
+
+
+def test_rewrite_failure_is_one_clear_export_error(tmp_path):
+    from edgekit.errors import ExportError
+    from edgekit.exporters.onnx_graph import optimize_decoder
+
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"\x08\x07not a protobuf at all" * 10)
+    with pytest.raises(ExportError, match="--no-optimize"):
+        optimize_decoder(bad, 4, 2, 16)
+    assert optimize_decoder(bad, 4, 4, 16) == []  # nothing grouped: the file is not even read

@@ -157,11 +157,15 @@ def _drop_dead_nodes(graph) -> None:
     graph.value_info.extend(value_info)
 
 
+def _grouped(n_heads: int | None, n_kv_heads: int | None, head_dim: int | None) -> bool:
+    return bool(n_heads and n_kv_heads and head_dim) and n_heads != n_kv_heads and n_heads % n_kv_heads == 0
+
+
 def share_kv_heads(model, n_heads: int, n_kv_heads: int, head_dim: int) -> int:
     """Rewrite ``model`` (an ``onnx.ModelProto``) in place; return how many attention blocks changed."""
     from onnx import helper, numpy_helper
 
-    if not (n_heads and n_kv_heads and head_dim) or n_heads == n_kv_heads or n_heads % n_kv_heads:
+    if not _grouped(n_heads, n_kv_heads, head_dim):
         return 0
     g = _Graph(model)
     blocks = _find_blocks(g)
@@ -170,30 +174,29 @@ def share_kv_heads(model, n_heads: int, n_kv_heads: int, head_dim: int) -> int:
     for name, value in ((_SHAPE_Q, [0, n_kv_heads, -1, head_dim]), (_SHAPE_HEADS, [0, n_heads, -1, 0]),
                         (_SHAPE_GROUP, [0, n_kv_heads, -1, 0])):
         model.graph.initializer.append(numpy_helper.from_array(np.asarray(value, dtype=np.int64), name))
-    replace: dict[int, list] = {}
+    replace: dict[str, list] = {}  # a replaced node's output name -> the nodes that take its place
     for i, b in enumerate(blocks):
         pre = f"/edgekit/gqa.{i}/"
-        q = b.q
-        nodes = [helper.make_node("Reshape", [q, _SHAPE_Q], [pre + "q"], name=pre + "reshape_q")]
+        scores = [helper.make_node("Reshape", [b.q, _SHAPE_Q], [pre + "q"], name=pre + "reshape_q")]
         q = pre + "q"
         if b.scale != 1.0:
             model.graph.initializer.append(numpy_helper.from_array(np.asarray(b.scale, dtype=np.float32), pre + "scale"))
-            nodes.append(helper.make_node("Mul", [q, pre + "scale"], [pre + "q_scaled"], name=pre + "scale_q"))
+            scores.append(helper.make_node("Mul", [q, pre + "scale"], [pre + "q_scaled"], name=pre + "scale_q"))
             q = pre + "q_scaled"
-        nodes += [
+        scores += [
             helper.make_node("Transpose", [b.k], [pre + "k_t"], name=pre + "transpose_k", perm=[0, 1, 3, 2]),
             helper.make_node("MatMul", [q, pre + "k_t"], [pre + "scores"], name=pre + "scores"),
             helper.make_node("Reshape", [pre + "scores", _SHAPE_HEADS], [b.scores.output[0]], name=pre + "unfold_scores"),
         ]
-        replace[id(b.scores)] = nodes
-        replace[id(b.values)] = [
+        replace[b.scores.output[0]] = scores
+        replace[b.values.output[0]] = [
             helper.make_node("Reshape", [b.values.input[0], _SHAPE_GROUP], [pre + "probs"], name=pre + "fold_probs"),
             helper.make_node("MatMul", [pre + "probs", b.v], [pre + "out"], name=pre + "values"),
             helper.make_node("Reshape", [pre + "out", _SHAPE_HEADS], [b.values.output[0]], name=pre + "unfold_out"),
         ]
         _rewire_shapes(g, b.repeats[0], b.k)
         _rewire_shapes(g, b.repeats[1], b.v)
-    nodes = [m for n in model.graph.node for m in replace.get(id(n), [n])]
+    nodes = [m for n in model.graph.node for m in replace.get(n.output[0] if n.output else "", [n])]
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     _drop_dead_nodes(model.graph)
@@ -204,19 +207,29 @@ def optimize_decoder(path: Path, n_heads: int | None, n_kv_heads: int | None, he
     """Apply the decoder rewrites to the model file at ``path`` in place; return what was done, for the manifest."""
     import onnx
 
+    from edgekit.errors import ExportError
     from edgekit.exporters.onnx_quant import _needs_external, _save, model_files
 
-    model = onnx.load(str(path))
-    n = share_kv_heads(model, n_heads or 0, n_kv_heads or 0, head_dim or 0)
-    if not n:
+    if not _grouped(n_heads, n_kv_heads, head_dim):
         return []
-    tmp = path.parent / ".rewrite"
-    tmp.mkdir()
-    _save(model, tmp / path.name, _needs_external(path))
-    del model
-    for f in model_files(path):
-        f.unlink()
-    for f in tmp.iterdir():
-        f.replace(path.parent / f.name)
-    tmp.rmdir()
+    try:
+        model = onnx.load(str(path))
+        n = share_kv_heads(model, n_heads or 0, n_kv_heads or 0, head_dim or 0)
+        if not n:
+            return []
+        tmp = path.parent / ".rewrite"
+        tmp.mkdir()
+        _save(model, tmp / path.name, _needs_external(path))
+        del model
+        for f in model_files(path):
+            f.unlink()
+        for f in tmp.iterdir():
+            f.replace(path.parent / f.name)
+        tmp.rmdir()
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # onnx raises many types; translate at the boundary
+        raise ExportError(
+            f"the attention graph rewrite failed ({type(exc).__name__}: {str(exc)[:200]}): export with --no-optimize"
+        ) from exc
     return [f"share_kv_heads: {n} attention blocks read the KV cache in place of repeat_kv copies"]

@@ -200,7 +200,9 @@ def chart(report: BenchReport, path: Path) -> None:
                 ax.axis("off")
                 continue
             title, pts = list(panels.items())[j]
-            offsets = _label_offsets(pts, max(pt[1] for pt in pts) * 1.45, max(pt[2] for pt in pts) * 1.25)
+            x_max = max(pt[1] for pt in pts) * 1.45 or 1.0
+            y_max = max(pt[2] for pt in pts) * 1.25 or 1.0
+            offsets = _label_offsets(pts, x_max, y_max)
             for (label, size, speed, q), dy in zip(pts, offsets):
                 color = cmap((q - lo) / (hi - lo)) if q is not None else "0.65"
                 ax.scatter([size], [speed], s=70, color=color, edgecolors="black", linewidths=0.5, zorder=3)
@@ -209,8 +211,8 @@ def chart(report: BenchReport, path: Path) -> None:
             ax.set_xlabel("artifact size (MB)")
             ax.set_ylabel(unit)
             ax.grid(True, alpha=0.3)
-            ax.set_xlim(0, max(pt[1] for pt in pts) * 1.45)
-            ax.set_ylim(0, max(pt[2] for pt in pts) * 1.25)
+            ax.set_xlim(0, x_max)
+            ax.set_ylim(0, y_max)
         if qualities:
             sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(lo, hi))
             fig.colorbar(sm, ax=axes[i].tolist(), label=qlabel + " (grey: no gate)", shrink=0.9)

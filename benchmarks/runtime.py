@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 import edgekit
-from edgekit.manifest import cache_dir
+from edgekit.manifest import cache_dir, read_manifest
 
 TEXT = (
     "Edge devices run small language models close to the data. They answer everyday requests quickly, "
@@ -42,8 +42,6 @@ TEXT = (
 
 def artifact(name: str, source: str, quantize: str, optimize: bool | None = None) -> Path:
     """Export once into the cache; ``optimize`` (decoders) re-exports a cached one made the other way."""
-    from edgekit.manifest import read_manifest
-
     path = cache_dir() / "bench" / name
     fresh = (path / "edgekit.json").is_file() and (
         optimize is None or bool(read_manifest(path).graph_rewrites) == optimize)
@@ -142,7 +140,7 @@ def _worker(code: str, path: Path, args, runs: int) -> dict:
 def bench_onnx_decoder(args, path: Path, with_optimum: bool) -> dict:
     """Decode tokens/s; each side in its own fresh processes, alternating, so neither library's
     thread pool (torch's OpenMP threads keep spinning after optimum's generate) slows the other."""
-    out = {"size_mb": sum(f.size for f in edgekit.load(path).manifest.files if f.path.startswith("model.onnx")) / 1e6}
+    out = {"size_mb": sum(f.size for f in read_manifest(path).files if f.path.startswith("model.onnx")) / 1e6}
     per_proc = 3
     rounds = max(1, -(-args.runs // per_proc))
     ek, opt = [], []

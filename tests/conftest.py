@@ -7,9 +7,12 @@ setup failure (an error), never a skip.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,12 @@ from tests.builders import make_tiny_bert, make_tiny_decoder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Each test run gets its own cache folder (calibrations, verified-hash stamps, the SmolLM2 folder), set
+# before anything reads it: a test never reads or writes the user's ~/.cache/edgekit, and one run's
+# leftovers never decide another's result. CLI subprocesses inherit it through the environment.
+TEST_CACHE = Path(tempfile.mkdtemp(prefix="edgekit-test-cache-"))
+os.environ["EDGEKIT_CACHE"] = str(TEST_CACHE)
+atexit.register(shutil.rmtree, TEST_CACHE, ignore_errors=True)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -64,7 +73,7 @@ class ArtifactStore:
             from edgekit.packaged import resolve
 
             model, quant = self.RECIPES[name]
-            self.done[name] = export_onnx(resolve(model), self.root / name, quantize=quant)
+            self.done[name] = export_onnx(resolve(model), self.root / name, quant=quant)
         return self.done[name]
 
 

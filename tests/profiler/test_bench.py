@@ -18,13 +18,13 @@ SMALL = dict(prompt_tokens=24, gen_tokens=12, runs=2, warmup=1)
 
 
 @pytest.fixture(scope="module")
-def gguf_report(smollm2_gguf, quiet_host):
-    return bench([smollm2_gguf], targets=["raspberry-pi-5"], host=quiet_host, **SMALL)
+def gguf_report(smollm2_gguf, host_profile):
+    return bench([smollm2_gguf], targets=["raspberry-pi-5"], host=host_profile, **SMALL)
 
 
 @pytest.fixture(scope="module")
-def onnx_report(onnx_decoder, quiet_host):
-    return bench([onnx_decoder], host=quiet_host, **SMALL)
+def onnx_report(onnx_decoder, host_profile):
+    return bench([onnx_decoder], host=host_profile, **SMALL)
 
 
 def _check_decoder(report: BenchReport):
@@ -75,9 +75,9 @@ def test_onnx_counts_and_timings(onnx_report):
 
 
 @pytest.mark.slow
-def test_encoder_batches(onnx_artifact, quiet_host):
+def test_encoder_batches(onnx_artifact, host_profile):
     art = onnx_artifact("minilm-fp32").path
-    r = bench([art], prompt_tokens=32, runs=1, warmup=0, batch_reps=3, targets=["pixel-8"], host=quiet_host).results[0]
+    r = bench([art], prompt_tokens=32, runs=1, warmup=0, batch_reps=3, targets=["pixel-8"], host=host_profile).results[0]
     assert r.status == "ok" and r.kind == "encoder" and r.decoder is None
     assert set(r.encoder.batches) == {"1", "8", "32"} and 0 < r.encoder.prompt_tokens <= 32
     for size, b in r.encoder.batches.items():
@@ -174,10 +174,10 @@ def test_timeout_runs_fail_with_exit_1(cli, tmp_path, smollm2_gguf):
 
 
 @pytest.mark.slow
-def test_peak_rss_over_a_target_budget_is_flagged(profile_toml, smollm2_gguf, quiet_host):
+def test_peak_rss_over_a_target_budget_is_flagged(profile_toml, smollm2_gguf, host_profile):
     tiny_budget = profile_toml(name="tiny-box", threads=1, app_ram_budget_gb={"value": 0.05, "source": "test device"})
     r = bench([smollm2_gguf], targets=[str(tiny_budget)], prompt_tokens=8, gen_tokens=4, runs=1, warmup=0,
-              host=quiet_host).results[0]
+              host=host_profile).results[0]
     assert r.threads == 1  # the target's thread count
     assert r.ram_checks[0].exceeds_budget and r.ram_checks[0].ram_budget_bytes == 50_000_000
     assert not r.predictions[0].fits

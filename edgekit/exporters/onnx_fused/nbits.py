@@ -1,0 +1,126 @@
+"""Block-wise weight quantization in numpy, in the layouts of onnxruntime's MatMulNBits and GatherBlockQuantized.
+
+A weight matrix ``W`` (``N`` outputs x ``K`` inputs, Hugging Face's Linear layout)
+is cut into blocks of ``block`` consecutive inputs per output row. Each block has
+a float scale and an integer zero point; the weight is read back as
+``(q - zero_point) * scale`` with ``q`` in ``[0, 2**bits)``. ``q`` is packed along
+``K`` (4 bits: two per byte, the first in the low nibble), zero points likewise.
+
+Two ways to choose a block's scale and zero point:
+
+* ``rtn``: the block's range (widened to include 0) split into ``2**bits - 1`` steps;
+* ``search``: the range is shrunk and shifted over a small grid of candidates and
+  the candidate with the least (importance-weighted) squared error is kept, the
+  idea of llama.cpp's ``make_qkx2_quants``; ``importance`` is an optional per-input
+  weight (the mean squared activation of that input channel).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class QuantMatrix:
+    packed: np.ndarray  # uint8 (N, k_blocks, block*bits/8)
+    scales: np.ndarray  # float32 (N, k_blocks)
+    zero_points: np.ndarray  # uint8 (N, ceil(k_blocks*bits/8))
+    bits: int
+    block: int
+    n: int
+    k: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.packed.nbytes + self.scales.nbytes + self.zero_points.nbytes
+
+
+def _blocks(w: np.ndarray, block: int) -> np.ndarray:
+    n, k = w.shape
+    nb = -(-k // block)
+    if nb * block != k:
+        w = np.pad(w, ((0, 0), (0, nb * block - k)))
+    return w.reshape(n, nb, block)
+
+
+def _pack(q: np.ndarray, bits: int) -> np.ndarray:
+    """Pack the last axis of uint8 values of ``bits`` bits (4 or 8), low bits first."""
+    if bits == 8:
+        return q.astype(np.uint8)
+    if q.shape[-1] % 2:
+        q = np.concatenate([q, np.zeros(q.shape[:-1] + (1,), dtype=q.dtype)], axis=-1)
+    return (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
+
+
+def _rtn(x: np.ndarray, qmax: int):
+    lo = np.minimum(x.min(axis=-1), 0.0)
+    hi = np.maximum(x.max(axis=-1), 0.0)
+    scale = (hi - lo) / qmax
+    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+    zp = np.clip(np.round(-lo / scale), 0, qmax)
+    return scale, zp
+
+
+def _error(x, w, scale, zp, qmax):
+    q = np.clip(np.round(x / scale[..., None]) + zp[..., None], 0, qmax)
+    d = (q - zp[..., None]) * scale[..., None] - x
+    return (d * d * w).sum(axis=-1)
+
+
+def _search(x: np.ndarray, qmax: int, weight: np.ndarray, steps: int = 16):
+    """Per block, the (scale, zero point) on a grid of shrunk ranges with the least weighted squared error."""
+    best_scale, best_zp = _rtn(x, qmax)
+    best_err = _error(x, weight, best_scale, best_zp, qmax)
+    lo0 = np.minimum(x.min(axis=-1), 0.0)
+    hi0 = np.maximum(x.max(axis=-1), 0.0)
+    for i in range(1, steps):
+        for shift in (-0.5, 0.0, 0.5):
+            shrink = 1.0 - 0.02 * i
+            lo = lo0 * (shrink + 0.01 * shift)
+            hi = hi0 * (shrink - 0.01 * shift)
+            scale = (hi - lo) / qmax
+            scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+            zp = np.clip(np.round(-lo / scale), 0, qmax)
+            err = _error(x, weight, scale, zp, qmax)
+            better = err < best_err
+            best_err = np.where(better, err, best_err)
+            best_scale = np.where(better, scale, best_scale)
+            best_zp = np.where(better, zp, best_zp)
+    return best_scale, best_zp
+
+
+def quantize(w: np.ndarray, bits: int = 4, block: int = 32, method: str = "rtn",
+             importance: np.ndarray | None = None) -> QuantMatrix:
+    """Quantize a float ``(N, K)`` matrix block-wise along ``K`` (see the module docstring)."""
+    if bits not in (4, 8):
+        raise ValueError(f"bits must be 4 or 8, got {bits}")
+    w = np.asarray(w, dtype=np.float32)
+    n, k = w.shape
+    qmax = (1 << bits) - 1
+    x = _blocks(w, block)
+    if method == "rtn":
+        scale, zp = _rtn(x, qmax)
+    elif method == "search":
+        imp = np.ones(k, dtype=np.float32) if importance is None else np.asarray(importance, dtype=np.float32)
+        weight = _blocks(imp[None, :], block)  # (1, nb, block)
+        scale, zp = np.empty(x.shape[:2], np.float32), np.empty(x.shape[:2], np.float32)
+        for s in range(0, n, 512):  # rows in chunks: the grid search holds a few copies of its slice
+            scale[s:s + 512], zp[s:s + 512] = _search(x[s:s + 512], qmax, weight)
+    else:
+        raise ValueError(f"unknown quantization method {method!r}: use rtn or search")
+    q = np.clip(np.round(x / scale[..., None]) + zp[..., None], 0, qmax).astype(np.uint8)
+    return QuantMatrix(_pack(q, bits), scale.astype(np.float32), _pack(zp.astype(np.uint8), bits), bits, block, n, k)
+
+
+def dequantize(m: QuantMatrix) -> np.ndarray:
+    """The float ``(N, K)`` matrix a :class:`QuantMatrix` stands for (tests and error measurements)."""
+    if m.bits == 8:
+        q, zp = m.packed.astype(np.float32), m.zero_points.astype(np.float32)
+    else:
+        q = np.stack([m.packed & 15, m.packed >> 4], axis=-1).reshape(m.packed.shape[:-1] + (-1,)).astype(np.float32)
+        z = m.zero_points
+        zp = np.stack([z & 15, z >> 4], axis=-1).reshape(z.shape[0], -1)[:, : m.scales.shape[1]].astype(np.float32)
+    w = (q - zp[..., None]) * m.scales[..., None]
+    return w.reshape(m.n, -1)[:, : m.k]

@@ -5,7 +5,7 @@ behind one torch-free API with fallback to a remote LLM, and profile them per
 target device.
 
     import edgekit
-    art = edgekit.export_onnx("path/to/hf-model", "out/model-int8", quantize="int8")
+    art = edgekit.export_onnx("path/to/hf-model", "out/model-int8", quant="int8")
     model = edgekit.load("out/model-int8")
     print(model.generate("The capital of France is", max_tokens=16).text)
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from edgekit.version import __version__
 
 _LAZY = {
     "load": "edgekit.runtimes",
@@ -29,16 +29,18 @@ _LAZY = {
     "export_onnx": "edgekit.exporters.onnx",
     "export_gguf": "edgekit.exporters.gguf",
     "gate_gguf": "edgekit.exporters.gguf",
-    "gate_artifact": "edgekit.exporters.onnx",
-    "Artifact": "edgekit.exporters.onnx",
+    "gate_artifact": "edgekit.exporters",
+    "Artifact": "edgekit.artifact",
     "read_manifest": "edgekit.manifest",
     "Manifest": "edgekit.manifest",
-    "RemoteLLM": "edgekit.runtimes.remote",
+    "RemoteLLM": "edgekit.router.remote",
+    "Tier": "edgekit.runtimes.tier",
     "Router": "edgekit.router",
     "Policy": "edgekit.router",
     "TargetProfile": "edgekit.targets",
     "bench": "edgekit.profiler",
     "predict": "edgekit.profiler",
+    "package": "edgekit.package",  # the function; the module edgekit.package is callable too
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -58,7 +60,11 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from edgekit.exporters.onnx import Artifact, export_onnx, gate_artifact
+    from edgekit.artifact import Artifact
+    from edgekit.exporters import gate_artifact
+    from edgekit.exporters.gguf import export_gguf, gate_gguf
+    from edgekit.exporters.onnx import export_onnx
     from edgekit.manifest import Manifest, read_manifest
+    from edgekit.package import package
     from edgekit.runtimes import load
     from edgekit.runtimes.base import GenerationConfig, GenerationResult, Model, TokenEvent

@@ -10,6 +10,7 @@ The tree splits into two halves, and the CLI maps them to exit codes:
     │   ├── ArtifactError         not an artifact, hash mismatch, corrupt or truncated model file
     │   ├── ConfigError           bad option values, bad config/prompts files, output path problems
     │   ├── ContextOverflowError  prompt longer than the model's context
+    │   ├── HostKeyError          a device's SSH host key is unknown or changed (never skipped)
     │   └── MissingDependencyError an optional extra is not installed (names the pip command)
     └── BackendError              (exit 1: something failed while doing the work)
         ├── ExportError           tracing / conversion / quantization failed
@@ -20,20 +21,31 @@ The tree splits into two halves, and the CLI maps them to exit codes:
         │   ├── RemoteAuthError   401/403: wrong key, never retried
         │   └── RemoteProtocolError malformed responses or streams
         ├── BenchRunError         a profiler run crashed or timed out
+        ├── DeviceError           a device over SSH: unreachable, dropped, or a command there failed
         └── FallbackExhausted     both the local and the remote tier failed (carries both causes)
 
 Third-party exceptions are translated at the boundary (``raise X(...) from exc``)
 so callers only need to catch edgekit's types. Bugs (``TypeError``, ``KeyError``
 ...) are not wrapped: they propagate.
+
+Messages name Python parameters, never command-line flags: an error about a
+parameter passes ``param="quant"`` (or a tuple of names) and words it as Python
+does, either ``quant=bf16`` / ``force=True`` anywhere in the message or ``quant``
+as its first word (``context must be an integer >= 2``). The CLI words those
+as its flags (``--quant bf16``, ``--force``); see ``edgekit.cli.output.error_line``.
 """
 
 from __future__ import annotations
 
 
 class EdgekitError(Exception):
-    """Root of every error edgekit raises on purpose."""
+    """Root of every error edgekit raises on purpose; ``params``: the parameters the message names."""
 
     exit_code = 1
+
+    def __init__(self, *args: object, param: str | tuple[str, ...] = ()):
+        super().__init__(*args)
+        self.params: tuple[str, ...] = (param,) if isinstance(param, str) else tuple(param)
 
 
 class UserError(EdgekitError):
@@ -65,6 +77,10 @@ class ContextOverflowError(UserError):
         super().__init__(message)
         self.prompt_tokens = prompt_tokens
         self.context = context
+
+
+class HostKeyError(UserError):
+    """A device's SSH host key is not in known_hosts (accept it explicitly) or differs from the one there."""
 
 
 class MissingDependencyError(UserError):
@@ -118,6 +134,10 @@ class BenchRunError(BackendError):
     """A profiler run crashed or exceeded its timeout."""
 
 
+class DeviceError(BackendError):
+    """A device could not be reached, dropped the connection, or a command on it failed."""
+
+
 class FallbackExhausted(BackendError):
     """Both tiers failed; ``local_error`` and ``remote_error`` carry the causes."""
 
@@ -130,8 +150,8 @@ class FallbackExhausted(BackendError):
 def describe_validation(exc, where: str) -> str:
     """One line for the first problem in a pydantic ``ValidationError``, naming the field."""
     first = exc.errors()[0]
-    loc = ".".join(str(x) for x in first["loc"])
-    msg = str(first["msg"]).removeprefix("Value error, ")
+    loc = _printable(".".join(str(x) for x in first["loc"]))
+    msg = _printable(str(first["msg"]).removeprefix("Value error, "))
     if not loc:
         return f"{where}: {msg}"
     if first["type"] == "missing":
@@ -139,5 +159,17 @@ def describe_validation(exc, where: str) -> str:
     if first["type"] == "extra_forbidden":
         return f"{where}: unknown field '{loc}'"
     got = first.get("input")
-    shown = "a table" if isinstance(got, dict) else repr(got)[:60]
+    shown = "a table" if isinstance(got, dict) else short_repr(got)
     return f"{where}: field '{loc}' is invalid ({msg}; got {shown})"
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters (a newline in a key of a damaged file) escaped: messages stay one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def short_repr(value, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for messages; an integer too long to print is described."""
+    if isinstance(value, int) and value.bit_length() > 4 * limit:
+        return f"an integer of {value.bit_length()} bits"
+    return _printable(repr(value)[:limit])

@@ -12,9 +12,9 @@ from edgekit.targets.profile import (
     load_preset,
     load_profile_file,
     preset_names,
-    resolve_target,
     save_profile,
 )
+from edgekit.targets.resolve import resolve_target
 
 __all__ = [
     "TargetProfile", "Sourced", "CoreCluster", "PublishedRun", "load_preset", "load_profile_file", "preset_names",

@@ -10,12 +10,19 @@ count the bench used). Each microbenchmark takes well under two seconds:
   written) like the published figures in the presets;
 * compute: one MatMul (fp32) and one MatMulInteger (uint8 x int8) of 1024x1024
   matrices in onnxruntime, the library the ONNX artifacts run on, with its
-  intra-op thread count set. The one-node ONNX graphs are encoded here as
-  protobuf bytes (a few fields), so detection needs neither the ``onnx``
-  package nor torch.
+  intra-op thread count set. The one-node ONNX graphs are encoded as protobuf
+  bytes by :mod:`edgekit.protobuf` (a few fields), so detection needs neither
+  the ``onnx`` package nor torch;
+* on x86 hosts with AVX-512, the fp32 rate at 256-bit vectors too (numpy's
+  OpenBLAS held to its AVX2 kernels, ``OPENBLAS_CORETYPE=Haswell``, in a
+  subprocess): llama.cpp's quantized kernels are AVX2-width code, so they are
+  calibrated against that rate, and one core's speed is compared at that width
+  (roofline.py). On this kind of host (a Zen 5 EPYC) it is 121 GFLOP/s per core
+  against 229 at 512 bits.
 
 Each value is the best of several passes, taken in rounds that alternate the
-thread counts.
+thread counts. One-thread passes are timed by the thread's CPU time: a pass that
+waits for a CPU on a shared host does not read as a slower host.
 
 The host is often shared: ``cpu_wait_seconds`` reads how long this process's
 threads waited for a CPU (``/proc/self/task/*/schedstat``), and the profile notes
@@ -24,17 +31,19 @@ how contended the machine was while measuring.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from edgekit.errors import ConfigError, MissingDependencyError
+from edgekit.fileio import cache_dir, parse_json, write_json_atomic
+from edgekit.protobuf import FLOAT, INT8, INT32, UINT8, matmul_model
 from edgekit.targets.profile import CoreCluster, Sourced, TargetProfile, parse_profile, today
 
 MICROBENCH_SECONDS = 0.35  # per (benchmark, thread count): best-of passes within this budget
@@ -186,6 +195,28 @@ def host_facts() -> dict[str, Any]:
 
 # ---- microbenchmarks --------------------------------------------------------------
 
+def _thread_wait() -> float | None:
+    """Seconds this thread has spent runnable but waiting for a CPU (Linux schedstat), or None."""
+    try:
+        with open("/proc/thread-self/schedstat") as fh:
+            return int(fh.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _timed(fn) -> float:
+    """Seconds ``fn()`` takes on this thread: its CPU time, so that waiting for a CPU does not count. Where the
+    thread's CPU time and waiting do not add up to the wall clock (the work ran on other threads, or the kernel
+    does not say), the wall clock."""
+    q0, c0, w0 = _thread_wait(), time.thread_time(), time.perf_counter()
+    fn()
+    cpu, wall, q1 = time.thread_time() - c0, time.perf_counter() - w0, _thread_wait()
+    waited = q1 - q0 if q0 is not None and q1 is not None else None
+    if cpu > 0 and waited is not None and cpu + waited >= 0.8 * wall:
+        return cpu
+    return wall
+
+
 def _run_threads(n: int, fn) -> float:
     workers = [threading.Thread(target=fn, args=(i,)) for i in range(n)]
     t0 = time.perf_counter()
@@ -217,41 +248,10 @@ class BandwidthBench:
 
         best, deadline = 0.0, time.perf_counter() + seconds
         while True:
-            best = max(best, 2 * self.src.nbytes / _run_threads(threads, copy) / 1e9)
+            seconds_taken = _timed(lambda: copy(0)) if threads == 1 else _run_threads(threads, copy)
+            best = max(best, 2 * self.src.nbytes / seconds_taken / 1e9)
             if time.perf_counter() > deadline:
                 return best
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        out.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _field(number: int, payload: int | bytes | str) -> bytes:
-    if isinstance(payload, int):
-        return _varint(number << 3) + _varint(payload)
-    data = payload.encode() if isinstance(payload, str) else payload
-    return _varint((number << 3) | 2) + _varint(len(data)) + data
-
-
-def _value_info(name: str, elem_type: int, dims: tuple[int, ...]) -> bytes:
-    shape = b"".join(_field(1, _field(1, d)) for d in dims)  # TensorShapeProto.dim{dim_value}
-    tensor_type = _field(1, elem_type) + _field(2, shape)  # TypeProto.Tensor{elem_type, shape}
-    return _field(1, name) + _field(2, _field(1, tensor_type))  # ValueInfoProto{name, type{tensor_type}}
-
-
-def matmul_model(op: str, a_type: int, b_type: int, y_type: int, n: int, m: int | None = None) -> bytes:
-    """A serialized ONNX ModelProto with one ``op`` node: Y = A @ B, A m x n, B n x n (opset 13; m defaults to n)."""
-    m = n if m is None else m
-    node = _field(1, "A") + _field(1, "B") + _field(2, "Y") + _field(4, op)
-    graph = (_field(1, node) + _field(2, "microbench") + _field(11, _value_info("A", a_type, (m, n)))
-             + _field(11, _value_info("B", b_type, (n, n))) + _field(12, _value_info("Y", y_type, (m, n))))
-    opset = _field(1, "") + _field(2, 13)
-    return _field(1, 8) + _field(7, graph) + _field(8, opset)
 
 
 class GemmBench:
@@ -268,11 +268,11 @@ class GemmBench:
         self.ort, self.kind, self.n, self.sessions = ort, kind, n, {}
         rng = np.random.default_rng(0)
         if kind == "int8":
-            self.model = matmul_model("MatMulInteger", 2, 3, 6, n, self.m)
+            self.model = matmul_model("MatMulInteger", UINT8, INT8, INT32, n, self.m)
             self.feeds = {"A": rng.integers(0, 255, (self.m, n), dtype=np.uint8),
                           "B": rng.integers(-127, 127, (n, n), dtype=np.int8)}
         else:
-            self.model = matmul_model("MatMul", 1, 1, 1, n, self.m)
+            self.model = matmul_model("MatMul", FLOAT, FLOAT, FLOAT, n, self.m)
             self.feeds = {"A": rng.random((self.m, n), dtype=np.float32), "B": rng.random((n, n), dtype=np.float32)}
 
     def __call__(self, threads: int, seconds: float = MICROBENCH_SECONDS) -> float:
@@ -287,21 +287,77 @@ class GemmBench:
             sess.run(None, self.feeds)
         best, deadline = 0.0, time.perf_counter() + seconds
         while True:
-            t0 = time.perf_counter()
-            sess.run(None, self.feeds)
-            best = max(best, 2 * self.m * self.n**2 / (time.perf_counter() - t0) / 1e9)
+            if threads == 1:  # one intra-op thread: onnxruntime computes on this thread
+                dt = _timed(lambda: sess.run(None, self.feeds))
+            else:
+                t0 = time.perf_counter()
+                sess.run(None, self.feeds)
+                dt = time.perf_counter() - t0
+            best = max(best, 2 * self.m * self.n**2 / dt / 1e9)
             if time.perf_counter() > deadline:
                 return best
 
 
-def measure(threads_list: list[int], progress=None, rounds: int = 3) -> tuple[dict[str, dict[int, float]], float]:
+# fp32 GFLOP/s of numpy's OpenBLAS held to its AVX2 (256-bit) kernels; prints 0 where numpy's BLAS is not OpenBLAS
+_SIMD256 = r"""
+import sys, time
+import numpy as np
+blas = str(np.__config__.CONFIG.get("Build Dependencies", {}).get("blas", {}).get("name", "")).lower()
+if "openblas" not in blas:
+    print(0.0)
+    sys.exit()
+threads, seconds = int(sys.argv[1]), float(sys.argv[2])
+a = np.random.default_rng(0).random((1024, 1024), dtype=np.float32)
+b = a.copy()
+a @ b
+clock = time.thread_time if threads == 1 else time.perf_counter
+best, deadline = 0.0, time.perf_counter() + seconds
+while True:
+    t0 = clock()
+    a @ b
+    dt = clock() - t0
+    if dt > 0:
+        best = max(best, 2 * 1024**3 / dt / 1e9)
+    if time.perf_counter() > deadline:
+        break
+print(best)
+"""
+
+
+def has_wide_vectors(isa: list[str]) -> bool:
+    """Whether the host's vectors are wider than 256 bits (x86 AVX-512)."""
+    return "avx512f" in isa
+
+
+def simd256_gflops(threads: int, seconds: float = MICROBENCH_SECONDS) -> float | None:
+    """fp32 GFLOP/s at 256-bit vectors with ``threads`` threads (numpy's OpenBLAS, AVX2 kernels), or None."""
+    env = {**os.environ, "OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_NUM_THREADS": str(threads)}
+    try:
+        out = subprocess.run([sys.executable, "-c", _SIMD256, str(threads), str(seconds)], env=env, text=True,
+                             capture_output=True, timeout=120)
+        value = float(out.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+    return value if value > 0 else None
+
+
+def measure(threads_list: list[int], progress=None, rounds: int = 3, wide_vectors: bool = False
+            ) -> tuple[dict[str, dict[int, float]], float]:
     """Every microbenchmark at each thread count; return ({bench: {threads: best value}}, cpu-wait fraction).
 
     The budget of each (benchmark, thread count) is split over ``rounds`` rounds that alternate the
     thread counts, and the best value is kept: a burst of other work on a shared machine then rarely
-    covers every window of one configuration.
+    covers every window of one configuration. With ``wide_vectors`` (AVX-512), the 256-bit fp32 rate
+    ("fp32_256") is measured too, in a subprocess per thread count.
     """
-    out: dict[str, dict[int, float]] = {"bandwidth": {}, "fp32": {}, "int8": {}}
+    out: dict[str, dict[int, float]] = {"bandwidth": {}, "fp32": {}, "int8": {}, "fp32_256": {}}
+    if wide_vectors:
+        for t in threads_list:
+            value = simd256_gflops(t)
+            if value is not None:
+                out["fp32_256"][t] = value
+            if progress is not None:
+                progress.advance()
     benches = (("bandwidth", BandwidthBench()), ("fp32", GemmBench("fp32")), ("int8", GemmBench("int8")))
     wait0 = cpu_wait_seconds()
     busy = 0.0
@@ -319,14 +375,18 @@ def measure(threads_list: list[int], progress=None, rounds: int = 3) -> tuple[di
 
 
 def detect(name: str = "host", progress=None) -> TargetProfile:
-    """The host as a :class:`TargetProfile`: read facts, then measure bandwidth and compute (about 3 s)."""
+    """The host as a :class:`TargetProfile`: read facts, then measure bandwidth and compute (about 3-5 s)."""
     from edgekit.progress import ensure
 
     facts = host_facts()
     cpus = facts["cpus"]
     counts = sorted({1, cpus})
-    with ensure(progress).step("measuring host bandwidth and compute", total=9 * len(counts)) as step:
-        m, waited = measure(counts, step)
+    wide = has_wide_vectors(facts["isa"])
+    with ensure(progress).step("measuring host bandwidth and compute", total=(9 + wide) * len(counts)) as step:
+        m, waited = measure(counts, step, wide_vectors=wide)
+    for values in m.values():  # all threads can always do what one does: less is other processes' doing
+        if 1 in values and cpus in values:
+            values[cpus] = max(values[cpus], values[1])
     when = today()
     how = f"measured by edgekit targets detect on {when}"
     contention = f"; threads waited {waited:.0%} of the time for a CPU (shared host)" if waited > 0.05 else ""
@@ -348,12 +408,15 @@ def detect(name: str = "host", progress=None) -> TargetProfile:
         "notes": f"cpu wait during microbenchmarks: {waited:.1%}", "measured_at": when,
         "measurement_cpu_wait": round(waited, 4),
     }
+    if all(t in m["fp32_256"] for t in counts):
+        f256 = lambda t: Sourced(value=round(m["fp32_256"][t], 1), source=f"{how}: numpy (OpenBLAS, AVX2 kernels: "
+                                 f"OPENBLAS_CORETYPE=Haswell) sgemm 1024^3 fp32, {t} thread(s){contention}")
+        profile["peak_gflops_fp32_256"] = f256(cpus).model_dump()
+        profile["single_thread_gflops_fp32_256"] = f256(1).model_dump()
     return parse_profile(profile, "detected host profile")
 
 
 def _cache_path() -> Path:
-    from edgekit.manifest import cache_dir
-
     return cache_dir() / "host-profile.json"
 
 
@@ -367,7 +430,7 @@ def host_profile(max_age_s: float = 900.0, progress=None) -> TargetProfile:
     path = _cache_path()
     key = f"{socket.gethostname()}:{platform.machine()}:{usable_cpus()}"
     try:
-        cached = json.loads(path.read_text())
+        cached = parse_json(path.read_bytes())
         profile = parse_profile(cached["profile"], str(path))
         age = time.time() - cached.get("time", 0)
         busy = (profile.measurement_cpu_wait or 0.0) > 0.10
@@ -381,8 +444,6 @@ def host_profile(max_age_s: float = 900.0, progress=None) -> TargetProfile:
         if (again.measurement_cpu_wait or 0.0) < (profile.measurement_cpu_wait or 0.0):
             profile = again
     try:
-        from edgekit.manifest import write_json_atomic
-
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, {"key": key, "time": time.time(), "profile": profile.model_dump(mode="json")})
     except OSError:

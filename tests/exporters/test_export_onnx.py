@@ -10,8 +10,10 @@ import onnxruntime as ort
 import pytest
 
 from edgekit.errors import QualityGateError
-from edgekit.exporters.onnx import Artifact, export_onnx
-from edgekit.manifest import read_manifest, sha256_file, verify_files
+from edgekit.artifact import Artifact
+from edgekit.exporters.onnx import export_onnx
+from edgekit.fileio import sha256_file
+from edgekit.manifest import read_manifest, verify_files
 from edgekit.quality import BUILTIN_PROMPTS, prompts_digest
 from tests.conftest import error_line
 
@@ -37,7 +39,7 @@ def test_tiny_decoder_export_has_kv_cache_and_passes_gate(tiny_llama, tmp_path):
 
 
 def test_tiny_encoder_and_classifier_exports(tiny_bert, tiny_bert_classifier, tmp_path):
-    enc = export_onnx(tiny_bert, tmp_path / "enc", quantize="int8").manifest
+    enc = export_onnx(tiny_bert, tmp_path / "enc", quant="int8").manifest
     assert enc.task == "feature-extraction" and enc.precision == "int8" and enc.gate.status == "passed"
     assert set(enc.gate.metrics) == {"cos_mean", "cos_min"} and enc.stage_gates[0].precision == "fp32"
     assert enc.quantization.method == "quantize_dynamic" and enc.quantization.params["per_channel"] is True
@@ -265,7 +267,7 @@ def test_large_models_use_external_data(tiny_llama, tmp_path, monkeypatch):
     from edgekit.exporters import onnx_quant
 
     monkeypatch.setattr(onnx_quant, "TWO_GB", 1000)
-    art = export_onnx(tiny_llama, tmp_path / "out", quantize="int8")
+    art = export_onnx(tiny_llama, tmp_path / "out", quant="int8")
     names = sorted(f.path for f in art.manifest.files)
     assert "model.onnx.data" in names and art.manifest.gate.status == "passed"
     assert (art.path / "model.onnx").stat().st_size < (art.path / "model.onnx.data").stat().st_size

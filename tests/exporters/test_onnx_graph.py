@@ -49,7 +49,7 @@ def _decode(path, prompt: list[int], steps: int):
 @pytest.fixture(scope="module")
 def tiny_exports(tiny_llama, tmp_path_factory):
     root = tmp_path_factory.mktemp("gqa")
-    return export_onnx(tiny_llama, root / "opt"), export_onnx(tiny_llama, root / "plain", optimize=False)
+    return export_onnx(tiny_llama, root / "opt", via="optimum"), export_onnx(tiny_llama, root / "plain", optimize=False, via="optimum")
 
 
 def test_rewrite_is_recorded_and_removes_cache_copies(tiny_exports):
@@ -90,14 +90,14 @@ def test_rewritten_graph_still_runs_in_optimum(tiny_exports, tiny_llama):
 
 def test_models_without_grouped_heads_are_left_alone(tmp_path):
     src = make_tiny_decoder(tmp_path / "mha", "llama", kv_heads=4)
-    art = export_onnx(src, tmp_path / "out")
+    art = export_onnx(src, tmp_path / "out", via="optimum")
     assert art.manifest.graph_rewrites == [] and art.manifest.gate.status == "passed"
 
 
 def test_qwen2_with_bias_is_rewritten(tmp_path):
     src = make_tiny_decoder(tmp_path / "qwen2", "qwen2")
-    opt = export_onnx(src, tmp_path / "opt")
-    plain = export_onnx(src, tmp_path / "plain", optimize=False, run_gate=False)
+    opt = export_onnx(src, tmp_path / "opt", via="optimum")
+    plain = export_onnx(src, tmp_path / "plain", optimize=False, run_gate=False, via="optimum")
     assert opt.manifest.graph_rewrites and _cache_copies(opt.model_path) == 0
     lo, _ = _decode(opt.model_path, [3, 4, 5, 6], 6)
     lp, _ = _decode(plain.model_path, [3, 4, 5, 6], 6)
@@ -110,6 +110,6 @@ def test_rewrite_failure_is_one_clear_export_error(tmp_path):
 
     bad = tmp_path / "model.onnx"
     bad.write_bytes(b"\x08\x07not a protobuf at all" * 10)
-    with pytest.raises(ExportError, match="--no-optimize"):
+    with pytest.raises(ExportError, match="optimize=False"):
         optimize_decoder(bad, 4, 2, 16)
     assert optimize_decoder(bad, 4, 4, 16) == []  # nothing grouped: the file is not even read

@@ -41,23 +41,3 @@ def tiny_onnx_artifact(tmp_path_factory, tiny_llama) -> Path:
     from edgekit.exporters.onnx import export_onnx
 
     return export_onnx(tiny_llama, tmp_path_factory.mktemp("prof-onnx") / "tiny-fp32").path
-
-
-@pytest.fixture
-def profile_toml(tmp_path):
-    """``profile_toml(drop=(), **overrides)`` -> path of a copy of the raspberry-pi-5 preset, edited."""
-    from edgekit import tomlio
-    from edgekit.targets.profile import _preset_dir
-
-    def make(drop=(), name="my-device", **overrides) -> Path:
-        text = (_preset_dir() / "raspberry-pi-5.toml").read_text()
-        data = tomlio.loads(text, "preset")
-        data["name"] = name
-        for key in drop:
-            data.pop(key)
-        data.update(overrides)
-        path = tmp_path / f"{name}.toml"
-        path.write_text(tomlio.dumps(data))
-        return path
-
-    return make

@@ -149,24 +149,38 @@ def test_readme_command_on_a_mix_of_onnx_and_gguf(cli, tmp_path, tiny_onnx_artif
 
 @pytest.mark.slow
 def test_artifact_that_fails_to_load_is_reported_and_the_others_kept(cli, tmp_path, smollm2_gguf):
-    broken = tmp_path / "truncated.gguf"
-    with open(smollm2_gguf, "rb") as src:
-        broken.write_bytes(src.read(8 * 1024 * 1024))  # header intact, tensor data cut short
+    # a header llama.cpp refuses but the bench's own checks do not read: a key it requires is misspelt
+    data = smollm2_gguf.read_bytes()
+    key = b"llama.attention.layer_norm_rms_epsilon"
+    assert data.count(key) == 1
+    broken = tmp_path / "no-eps.gguf"
+    broken.write_bytes(data.replace(key, key[:-1] + b"m"))
     out = tmp_path / "b.json"
     proc = cli("bench", smollm2_gguf, broken, "--runs", "2", "--warmup", "0", "--prompt-tokens", "8",
-               "--gen-tokens", "4", "--json", out)
+               "--gen-tokens", "4", "-o", out)
     assert proc.returncode == 2
-    assert "truncated" in error_line(proc) and "could not be loaded" in error_line(proc)
+    assert "no-eps.gguf" in error_line(proc) and "could not be loaded" in error_line(proc)
     report = BenchReport.model_validate(json.loads(out.read_text()))
     good, bad = report.results
     assert good.status == "ok" and good.decoder.decode_tokens == 3
     assert bad.status == "failed" and len(bad.runs) == 1 and bad.runs[0].user_error  # not retried
 
 
+def test_a_truncated_artifact_is_refused_before_any_run(cli, tmp_path, smollm2_gguf):
+    broken = tmp_path / "truncated.gguf"
+    with open(smollm2_gguf, "rb") as src:
+        broken.write_bytes(src.read(8 * 1024 * 1024))  # header intact, tensor data cut short
+    out = tmp_path / "b.json"
+    proc = cli("bench", smollm2_gguf, broken, "--runs", "2", "--warmup", "0", "-o", out)
+    assert proc.returncode == 2
+    assert "truncated.gguf" in error_line(proc) and "truncated or corrupt" in error_line(proc)
+    assert not out.exists()  # refused before the good artifact's runs: nothing measured, nothing written
+
+
 @pytest.mark.slow
 def test_timeout_runs_fail_with_exit_1(cli, tmp_path, smollm2_gguf):
     out = tmp_path / "t.json"
-    proc = cli("bench", smollm2_gguf, "--runs", "2", "--warmup", "0", "--timeout", "0.2", "--json", out)
+    proc = cli("bench", smollm2_gguf, "--runs", "2", "--warmup", "0", "--timeout", "0.2", "-o", out)
     assert proc.returncode == 1
     assert "2 of 2 runs failed" in error_line(proc) and "timeout" in error_line(proc)
     result = BenchReport.model_validate(json.loads(out.read_text())).results[0]

@@ -75,7 +75,8 @@ def test_shape_from_params_and_bits_per_weight():
     assert s.kv_bytes(4096) == 2 * 28 * 8 * 128 * 2 * 4096
     assert shape_from_params(10**9, "int4").backend == "onnx"
     assert shape_from_params(10**9, "int8-dynamic").compute == "int8"
-    assert shape_from_params(10**9, "q8_0").compute == "fp32"
+    assert shape_from_params(10**9, "q8_0").compute == "quant"  # llama.cpp's quantized kernels (roofline.kernel_gops)
+    assert shape_from_params(10**9, "f16").compute == shape_from_params(10**9, "int4").compute == "fp32"
     u = shape_from_params(8 * 10**9, "q4_k_m", untied_embedding_params=5 * 10**8)
     assert u.streamed_bytes == u.weight_bytes - int(5e8 * 4.90 / 8)
     assert [parse_params(x) for x in ("135M", "7e9", "1.5b", 2_000_000)] == [135_000_000, 7 * 10**9, 1_500_000_000,
@@ -84,14 +85,15 @@ def test_shape_from_params_and_bits_per_weight():
 
 @pytest.mark.parametrize("bad", ["three", "3.2X", "-1B", "10"])
 def test_bad_params(bad):
-    with pytest.raises(ConfigError, match="--params"):
+    with pytest.raises(ConfigError, match="^params=") as info:
         parse_params(bad)
+    assert info.value.params == ("params",)
 
 
 def test_bad_quant_and_shape_values():
     with pytest.raises(ConfigError, match="unknown quantization 'q9_z'.*q4_k_m"):
         shape_from_params(10**9, "q9_z")
-    with pytest.raises(ConfigError, match="--layers"):
+    with pytest.raises(ConfigError, match="^layers must be an integer >= 1, got 0"):
         shape_from_params(10**9, "q4_0", layers=0)
 
 

@@ -28,28 +28,39 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from edgekit import __version__
-from edgekit.errors import ConfigError, QualityGateError, UnsupportedModelError
-from edgekit.exporters.gguf.quant import QUANT_TYPES, quant_type, quantize
-from edgekit.exporters.onnx import Artifact, format_gate_line
+from edgekit import quants
+from edgekit.artifact import Artifact
+from edgekit.errors import ConfigError, UnsupportedModelError
+from edgekit.exporters.gguf.quant import quantize
+from edgekit.fileio import check_output_path, staged_artifact
 from edgekit.manifest import (
     GateReport,
     Manifest,
     Quantization,
-    check_output_path,
     list_files,
     model_info_from_folder,
     now_iso,
     package_versions,
-    staged_artifact,
     write_manifest,
 )
 from edgekit.progress import Progress, ensure
-from edgekit.quality import compute_reference, gate, load_prompts, prompts_digest, skipped_report, thresholds_for
+from edgekit.quality import (
+    check_recorded,
+    check_source_matches,
+    compute_reference,
+    format_gate_line,
+    gate,
+    load_prompts,
+    prompts_digest,
+    raise_if_failed,
+    skipped_report,
+    thresholds_for,
+)
 from edgekit.runtimes.llamacpp import default_threads
 from edgekit.sources import count_params, infer_task, resolve_source
+from edgekit.version import __version__
 
-__all__ = ["export_gguf", "gate_gguf", "QUANT_TYPES", "Artifact"]
+__all__ = ["export_gguf", "gate_gguf", "Artifact"]
 
 GATE_CONTEXT = 512  # context for the gate's llama.cpp model; grown when the prompts need more
 
@@ -67,7 +78,7 @@ class _LlamaTokenizer:
 def _open_for_gate(path: Path, prompts: list[str], threads: int | None):
     """The artifact in llama.cpp with every position's logits, with a context just large enough for the prompts
     (``logits_all`` keeps a context x vocabulary float buffer: 4096 x 49152 would be 800 MB)."""
-    from edgekit.exporters.gguf.quant import llama_cpp_module
+    from edgekit.deps import llama_cpp_module
     from edgekit.runtimes.llamacpp import LlamaCppModel
 
     threads = threads or default_threads()
@@ -80,7 +91,7 @@ def _open_for_gate(path: Path, prompts: list[str], threads: int | None):
     if trained and need > trained:
         raise ConfigError(f"a gate prompt is {need - 1} tokens, longer than the model's context of {trained}")
     context = max(need, min(GATE_CONTEXT, trained or GATE_CONTEXT))
-    llama_cpp_module()
+    llama_cpp_module("GGUF export")
     return LlamaCppModel(path, threads=threads, context=context, logits_all=True)
 
 
@@ -129,13 +140,6 @@ def _gate_file(path: Path, prompts: list[str], precision: str, limits: dict, ref
     return report, reference
 
 
-def _raise_if_failed(report: GateReport) -> None:
-    if report.status == "failed":
-        raise QualityGateError(
-            f"quality gate failed for the {report.precision} GGUF artifact: " + "; ".join(report.failures), report
-        )
-
-
 def export_gguf(
     source: str | Path,
     out: str | Path,
@@ -165,7 +169,7 @@ def export_gguf(
     from edgekit.exporters.gguf.convert import convert, convert_with_llama_cpp, find_converter
 
     progress = ensure(progress)
-    q = quant_type(quant)
+    q = quants.export_quant("gguf", quant)
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ConfigError(f"threads must be an integer >= 1, got {threads!r}")
     out = check_output_path(out, force)
@@ -185,7 +189,7 @@ def export_gguf(
     model_file = f"model-{q.name}.gguf"
     intermediate = q.name if q.direct else "f16"
 
-    with staged_artifact(out, force) as stage:
+    with staged_artifact(out, force, progress) as stage:
         work = stage / ".work"
         work.mkdir()
         conv_path = work / f"model-{intermediate}.gguf"
@@ -196,7 +200,8 @@ def export_gguf(
         if postprocess is not None:
             postprocess(conv_path)
         params = {
-            "ftype": q.name.upper(), "llama_ftype": q.ftype, "converter": "edgekit" if converter is None else converter.name,
+            "ftype": q.name.upper(), "llama_ftype": int(q.llama_ftype()),
+            "converter": "edgekit" if converter is None else converter.name,
             "gguf_arch": result.gguf_arch, "tokenizer": result.vocab_model, "tokenizer_pre": result.pre,
         }
         gates: list[GateReport] = []
@@ -205,7 +210,7 @@ def export_gguf(
             report, reference = _gate_file(conv_path, prompt_list, "f16", f16_limits, None, src,
                                            allow_pickle, threads, progress)
             gates.append(report)
-            _raise_if_failed(report)
+            raise_if_failed(report, f"{report.precision} GGUF")
         if q.direct:
             os.replace(conv_path, stage / model_file)
             params["intermediate"] = None
@@ -218,7 +223,7 @@ def export_gguf(
             report, reference = _gate_file(stage / model_file, prompt_list, q.name, limits, reference, src,
                                            allow_pickle, threads, progress)
             gates.append(report)
-            _raise_if_failed(report)
+            raise_if_failed(report, f"{report.precision} GGUF")
 
         manifest = Manifest(
             format="gguf",
@@ -256,7 +261,8 @@ def gate_gguf(
         raise ConfigError(f"{artifact} is a {art.manifest.format} artifact, not GGUF: use edgekit.gate_artifact")
     prompt_list = load_prompts(prompts)
     src = resolve_source(source, allow_pickle=allow_pickle)
+    check_source_matches(art.manifest, src, artifact)  # before the reference model runs
     limits = thresholds_for("decoder", art.manifest.precision, thresholds)
     report, _ = _gate_file(art.model_path, prompt_list, art.manifest.precision, limits, None, src, allow_pickle,
                            threads, progress)
-    return report
+    return check_recorded(report, art.manifest.gate)

@@ -96,7 +96,9 @@ def spec_for(config: dict[str, Any]) -> ArchSpec:
     if spec is None:
         raise UnsupportedModelError(
             f"model type {model_type!r} cannot be converted to GGUF by edgekit; supported: "
-            f"{', '.join(supported_model_types())} (or pass --llama-cpp-converter PATH to llama.cpp's convert_hf_to_gguf.py)"
+            f"{', '.join(supported_model_types())} "
+            "(or pass llama_cpp_converter=PATH to llama.cpp's convert_hf_to_gguf.py)",
+            param="llama_cpp_converter",
         )
     archs = [str(a) for a in config.get("architectures") or []]
     if archs and not any(a.endswith("ForCausalLM") for a in archs):

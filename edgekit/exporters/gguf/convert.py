@@ -36,7 +36,8 @@ from edgekit.exporters.gguf.archs import (
     tensor_transform,
     write_hparams,
 )
-from edgekit.exporters.gguf.vocab import Vocab, choose_settings, read_vocab
+from edgekit.exporters.gguf.tokenizer_check import choose_settings
+from edgekit.exporters.gguf.vocab import Vocab, read_vocab
 from edgekit.progress import Progress, ensure
 from edgekit.sources import ResolvedSource, check_safetensors
 
@@ -130,7 +131,8 @@ def _cast(x: np.ndarray, out: str, name: str) -> np.ndarray:
         return _f32_to_bf16(x)
     y = x.astype(np.float16)
     if not np.isfinite(y).all() and np.isfinite(x).all():
-        raise ExportError(f"tensor {name} has values beyond the f16 range: export with --quant bf16 or f32")
+        raise ExportError(f"tensor {name} has values beyond the f16 range: export with quant=bf16 or f32",
+                          param="quant")
     return y
 
 
@@ -214,15 +216,15 @@ def _template(base: str) -> str:
 
 def _write_metadata(writer, spec: ArchSpec, cfg: dict[str, Any], vocab: Vocab, out_type: str, name: str) -> Shape:
     gguf = _gguf()
-    from edgekit import __version__
+    from edgekit.version import __version__
 
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_name(name)
     writer.add_string("general.quantized_by", f"edgekit {__version__}")
     shape = write_hparams(writer, spec, cfg, len(vocab.tokens))
-    from edgekit.exporters.gguf.quant import QUANT_TYPES
+    from edgekit import quants
 
-    writer.add_file_type(QUANT_TYPES[out_type].ftype)
+    writer.add_file_type(int(quants.export_quant("gguf", out_type).llama_ftype()))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     vocab.write(writer)
     return shape
@@ -321,8 +323,9 @@ def find_converter(explicit: str | os.PathLike | None) -> Path | None:
         return None
     path = Path(value).expanduser()
     if not path.is_file():
-        where = "--llama-cpp-converter" if explicit else f"${CONVERTER_ENV}"
-        raise ConfigError(f"{where} {path} does not exist: point it at llama.cpp's convert_hf_to_gguf.py")
+        where = f"llama_cpp_converter={path}" if explicit else f"${CONVERTER_ENV} {path}"
+        raise ConfigError(f"{where} does not exist: point it at llama.cpp's convert_hf_to_gguf.py",
+                          param="llama_cpp_converter")
     return path.absolute()
 
 

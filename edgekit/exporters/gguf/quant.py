@@ -9,67 +9,24 @@ that do not divide into 256-wide k-blocks are exactly llama.cpp's.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
-from edgekit.errors import ExportError, MissingDependencyError
-
-
-@dataclass(frozen=True)
-class QuantType:
-    name: str
-    ftype: int  # llama.cpp's llama_ftype
-    bits: float  # nominal bits per weight of the main type (for size expectations)
-    direct: bool  # written by the converter itself (no llama.cpp pass)
-    description: str
-
-
-QUANT_TYPES: dict[str, QuantType] = {
-    q.name: q
-    for q in (
-        QuantType("f32", 0, 32.0, True, "32-bit floats, no rounding"),
-        QuantType("f16", 1, 16.0, True, "16-bit floats (norms stay f32)"),
-        QuantType("bf16", 32, 16.0, True, "bfloat16 (norms stay f32)"),
-        QuantType("q8_0", 7, 8.5, False, "8-bit blocks of 32, one f16 scale each"),
-        QuantType("q6_k", 18, 6.5625, False, "6-bit k-quant"),
-        QuantType("q5_k_m", 17, 5.5, False, "5-bit k-quant mix (attention v / ffn down at q6_k)"),
-        QuantType("q4_k_m", 15, 4.5, False, "4-bit k-quant mix (attention v / ffn down at q6_k)"),
-        QuantType("q4_0", 2, 4.5, False, "4-bit blocks of 32, one f16 scale each"),
-    )
-}
-
-
-def quant_type(name: str) -> QuantType:
-    from edgekit.errors import ConfigError
-
-    q = QUANT_TYPES.get(str(name).lower())
-    if q is None:
-        raise ConfigError(f"unknown GGUF quantization {name!r}: use one of {', '.join(QUANT_TYPES)}")
-    return q
-
-
-def llama_cpp_module():
-    """llama_cpp, with its C-side log callback quieted (errors still print)."""
-    try:
-        import llama_cpp
-    except ImportError as exc:
-        raise MissingDependencyError("llama-cpp-python (for GGUF export)", "gguf") from exc
-    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
-    return llama_cpp
+from edgekit import quants
+from edgekit.deps import llama_cpp_module
+from edgekit.errors import ExportError
 
 
 def quantize(src: Path, dst: Path, quant: str, *, threads: int | None = None) -> dict:
     """Quantize the GGUF ``src`` to ``dst`` with llama.cpp; return the manifest's quantization params."""
-    q = quant_type(quant)
+    q = quants.export_quant("gguf", quant)
     if q.direct:
         raise ExportError(f"{q.name} is written by the converter, not quantized")
-    lc = llama_cpp_module()
+    lc = llama_cpp_module("GGUF export")
     params = lc.llama_model_quantize_default_params()
-    params.ftype = q.ftype
+    params.ftype = int(q.llama_ftype())
     params.nthread = int(threads or os.cpu_count() or 1)
     with _captured_stderr() as log, _captured_llama_log(lc, log):
         rc = lc.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
@@ -82,7 +39,7 @@ def quantize(src: Path, dst: Path, quant: str, *, threads: int | None = None) ->
     fallbacks = sum("falling back" in line for line in log.read().splitlines())
     return {
         "ftype": q.name.upper(),
-        "llama_ftype": q.ftype,
+        "llama_ftype": int(q.llama_ftype()),
         "intermediate": "f16",
         "quantizer": "llama_model_quantize",
         "threads": params.nthread,
@@ -112,9 +69,7 @@ def _captured_llama_log(lc, log: _Log):
     try:
         yield
     finally:
-        from llama_cpp import _logger
-
-        lc.llama_log_set(_logger.llama_log_callback, None)
+        lc.llama_log_set(lc._logger.llama_log_callback, None)  # llama-cpp-python's own callback
 
 
 @contextlib.contextmanager

@@ -1,56 +1,28 @@
-"""Hugging Face tokenizers -> GGUF vocabulary, proven against llama.cpp's own tokenizer.
+"""Hugging Face tokenizer -> GGUF vocabulary (``tokenizer.ggml.*`` and the chat template).
 
-llama.cpp does not run the Hugging Face tokenizer: it re-implements a fixed set
-of pre-tokenizers (regex splits) chosen by the ``tokenizer.ggml.pre`` name, on top
-of the vocabulary and merges stored in the GGUF. llama.cpp's converter picks
-that name from a table of hashes of known models' tokenizations; a retrained
-vocabulary (or any model not in the table) gets no name at all.
-
-edgekit picks it in two steps instead:
-
-1. a structural fingerprint of ``tokenizer.json`` (normalizer, pre-tokenizer
-   steps and their regexes) names the llama.cpp pre-tokenizers whose regexes do
-   the same split (the candidates);
-2. each candidate is written as a vocabulary-only GGUF, loaded by llama.cpp
-   (llama-cpp-python, ``vocab_only``), and must tokenize a varied probe text set
-   (English, code, digits, accents, CJK, emoji, whitespace runs, the model's
-   special tokens) token for token like the Hugging Face tokenizer. The first
-   candidate that also detokenizes the same wins.
-
-A tokenizer that no candidate reproduces raises :class:`UnsupportedModelError`
-instead of producing a GGUF that tokenizes differently from the original.
+:func:`read_vocab` reads a model folder's tokenizer (the ``tokenizers`` library
+alone when ``tokenizer.json`` says everything, else transformers' fast
+tokenizer) into a :class:`Vocab` padded to the embedding's rows. What the files
+cannot settle is left as candidate settings: the llama.cpp pre-tokenizer names
+come from :mod:`edgekit.exporters.gguf.pretokenizer`, and
+:mod:`edgekit.exporters.gguf.tokenizer_check` proves which candidate llama.cpp
+reproduces exactly.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
-import logging
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from edgekit.errors import MissingDependencyError, UnsupportedModelError
+from edgekit.exporters.gguf.pretokenizer import has_step, pre_candidates, spm_adds_prefix
+
 
 # Token types, as llama.cpp reads them (gguf.TokenType).
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
-
-PROBE_TEXTS: tuple[str, ...] = (
-    "Hello world! The quick brown fox jumps over the lazy dog.",
-    "I'm sure they'll say it's fine, but we'd rather you didn't. DON'T SHOUT, it's 'quoted'.",
-    "def fibonacci(n):\n    if n < 2:\n        return n\n\treturn fibonacci(n - 1) + fibonacci(n - 2)  # tabs\n",
-    "Numbers: 0 7 42 123 2024 3.14159 1,000,000 and 12345678901234567890; phone +1 (555) 010-9999.",
-    "Café, naïve, façade, Ångström, Übermensch, señor, crème brûlée, São Paulo, Dvořák, Łódź.",
-    "机器学习是人工智能的一个分支。日本語のテキストです。한국어 문장입니다. Привет, мир! Γειά σου κόσμε. مرحبا بالعالم",
-    "Emoji: 🦊🚀👍🏽 👨‍👩‍👧‍👦 🇫🇷 ❤️ ✨ and symbols ∑ ∫ √ ≤ ≥ € £ ¥ © ™ — – … “quotes” «guillemets»",
-    "   leading spaces, trailing spaces   \n\n\nmany newlines\r\nwindows line\t\ttabs  and  double  spaces ",
-    'SELECT * FROM users WHERE id=42;\n{"key": [1, 2, 3], "nested": {"a": null}}\n<div class="x">&amp;</div>',
-    "https://example.com/path?q=1&r=two#frag user@example.org ~/.config/app.toml C:\\Windows\\System32",
-    "Hello , world . Is it ? Yes ! don 't ' s",
-    " ",
-    "a",
-)
 
 
 @dataclass
@@ -180,7 +152,7 @@ def read_vocab(folder: Path, n_rows: int, config: dict[str, Any]) -> Vocab:
             f"{folder}: {kind or 'unknown'} tokenizers cannot be expressed in GGUF by edgekit "
             "(supported: byte-level BPE and SentencePiece BPE)"
         )
-    if _has_step(tj.get("pre_tokenizer"), "ByteLevel") or _has_step(tj.get("decoder"), "ByteLevel"):
+    if has_step(tj.get("pre_tokenizer"), "ByteLevel") or has_step(tj.get("decoder"), "ByteLevel"):
         vocab = _bpe_vocab(tj, n_rows, folder)
     elif model.get("byte_fallback") or (folder / "tokenizer.model").is_file():
         vocab = _spm_vocab(tj, n_rows, folder)
@@ -199,22 +171,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _steps(node: Any) -> list[dict[str, Any]]:
-    if not isinstance(node, dict):
-        return []
-    if node.get("type") == "Sequence":
-        out = []
-        for key in ("pretokenizers", "normalizers", "decoders", "processors"):
-            for child in node.get(key) or []:
-                out += _steps(child)
-        return out
-    return [node]
-
-
-def _has_step(node: Any, kind: str) -> bool:
-    return any(s.get("type") == kind for s in _steps(node))
 
 
 def _id_table(tj: dict[str, Any], n_rows: int, folder: Path) -> tuple[list[str | None], dict[int, dict]]:
@@ -296,20 +252,10 @@ def _spm_vocab(tj: dict[str, Any], n_rows: int, folder: Path) -> Vocab:
         if text is None:
             text, types[i] = f"[PAD{i}]", UNUSED
         tokens.append(text)
-    prefix = _spm_adds_prefix(tj)
+    prefix = spm_adds_prefix(tj)
     vocab = Vocab(model="llama", tokens=tokens, types=types, scores=scores)
     vocab.candidates = [{"add_space_prefix": prefix}, {"add_space_prefix": not prefix}]
     return vocab
-
-
-def _spm_adds_prefix(tj: dict[str, Any]) -> bool:
-    for s in _steps(tj.get("normalizer")):
-        if s.get("type") == "Prepend":
-            return True
-    for s in _steps(tj.get("pre_tokenizer")):
-        if s.get("type") == "Metaspace":
-            return s.get("prepend_scheme", "always") != "never" and s.get("add_prefix_space", True)
-    return False
 
 
 def _special_ids(vocab: Vocab, hf, tok_cfg: dict, config: dict, gen: dict) -> None:
@@ -355,174 +301,3 @@ def _find(seq: list[int], sub: list[int]) -> int:
         if seq[i:i + len(sub)] == sub:
             return i
     return -1
-
-
-# ---------------------------------------------------------------- pre-tokenizer fingerprints
-
-_GPT2 = "gpt2-regex"
-# Regexes of Hugging Face Split pre-tokenizers, normalised, and what llama.cpp calls the same split.
-_QWEN2_RE = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-_LLAMA3_RE = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-_GPT2_RE = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
-
-# fingerprint -> llama.cpp pre-tokenizer names with that split (clean_spaces differs between them)
-FINGERPRINTS: dict[tuple[str, ...], tuple[str, ...]] = {
-    (_GPT2,): ("gpt-2", "smollm"),
-    ("digits", _GPT2): ("smollm", "starcoder"),
-    ("split:qwen2",): ("qwen2", "stablelm2"),
-    ("split:llama3",): ("llama-bpe",),
-}
-# pre-tokenizers whose llama.cpp detokenizer does not clean up spaces before punctuation
-NO_CLEAN_SPACES = {"smollm", "qwen2"}
-
-
-def fingerprint(tj: dict[str, Any]) -> tuple[str, ...]:
-    """Reduce the normalizer and pre-tokenizer of a tokenizer.json to the split they perform."""
-    norm = [s.get("type") for s in _steps(tj.get("normalizer"))]
-    if any(n not in ("NFC",) for n in norm):
-        return ("normalizer:" + "+".join(str(n) for n in norm),)
-    out: list[str] = []
-    for s in _steps(tj.get("pre_tokenizer")):
-        kind = s.get("type")
-        if kind == "ByteLevel":
-            if s.get("add_prefix_space"):
-                out.append("bytelevel-prefix")
-            if s.get("use_regex", True):
-                out.append(_GPT2)
-        elif kind == "Digits":
-            out.append("digits" if s.get("individual_digits") else "digits-grouped")
-        elif kind == "Split":
-            pattern = s.get("pattern") or {}
-            regex = pattern.get("Regex") or re.escape(str(pattern.get("String", "")))
-            known = {_QWEN2_RE: "split:qwen2", _LLAMA3_RE: "split:llama3", _GPT2_RE: _GPT2}
-            name = known.get(regex)
-            if name is None or s.get("invert") or s.get("behavior") not in ("Isolated", "Removed", None):
-                out.append(f"split:{regex[:60]}")
-            else:
-                out.append(name)
-        else:
-            out.append(str(kind))
-    return tuple(out)
-
-
-def pre_candidates(tj: dict[str, Any], folder: Path) -> tuple[str, ...]:
-    fp = fingerprint(tj)
-    names = FINGERPRINTS.get(fp)
-    if names is None:
-        raise UnsupportedModelError(
-            f"{folder}: the tokenizer's pre-tokenizer ({' + '.join(fp) or 'none'}) has no llama.cpp equivalent "
-            "that edgekit knows; a GGUF would tokenize differently from the original"
-        )
-    return names
-
-
-# ---------------------------------------------------------------- proving it with llama.cpp
-
-
-def _hf_decode(vocab: Vocab, ids: list[int]) -> str:
-    return vocab.hf.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=vocab.clean_up_spaces)
-
-
-class LlamaVocab:
-    """A vocabulary-only GGUF opened by llama.cpp: tokenize and detokenize as llama.cpp does."""
-
-    def __init__(self, path: Path):
-        from edgekit.exporters.gguf.quant import llama_cpp_module
-
-        lc = llama_cpp_module()
-        params = lc.llama_model_default_params()
-        params.vocab_only = True
-        self._lc = lc
-        self._model = lc.llama_model_load_from_file(str(path).encode(), params)
-        if not self._model:
-            raise UnsupportedModelError(f"llama.cpp refused the vocabulary written for this tokenizer ({path.name})")
-        self._vocab = lc.llama_model_get_vocab(self._model)
-
-    def tokenize(self, text: str, add_special: bool) -> list[int]:
-        data = text.encode("utf-8")
-        n_max = len(data) + 8
-        buf = (self._lc.llama_token * n_max)()
-        n = self._lc.llama_tokenize(self._vocab, data, len(data), buf, n_max, add_special, True)
-        if n < 0:
-            buf = (self._lc.llama_token * -n)()
-            n = self._lc.llama_tokenize(self._vocab, data, len(data), buf, -n, add_special, True)
-        return list(buf[:n])
-
-    def detokenize(self, ids: list[int]) -> str:
-        arr = (self._lc.llama_token * max(1, len(ids)))(*ids)
-        size = 64 + 16 * len(ids)
-        out = ctypes.create_string_buffer(size)
-        n = self._lc.llama_detokenize(self._vocab, arr, len(ids), out, size, False, True)
-        if n < 0:
-            size = -n
-            out = ctypes.create_string_buffer(size)
-            n = self._lc.llama_detokenize(self._vocab, arr, len(ids), out, size, False, True)
-        return out.raw[:n].decode("utf-8", errors="replace")
-
-    def close(self) -> None:
-        if self._model:
-            self._lc.llama_model_free(self._model)
-            self._model = None
-
-
-def probe_texts(vocab: Vocab) -> list[str]:
-    specials = [t for t, ty in zip(vocab.tokens, vocab.types) if ty in (CONTROL, USER_DEFINED)][:6]
-    texts = list(PROBE_TEXTS)
-    if specials:
-        texts.append("".join(f"{s}text {i}\n" for i, s in enumerate(specials)))
-        texts.append(f"{specials[0]} spaced {specials[-1]}end")
-    return texts
-
-
-def compare(vocab: Vocab, llama: LlamaVocab) -> tuple[list[str], list[str]]:
-    """Token mismatches and detokenization mismatches between llama.cpp and the HF tokenizer on the probes."""
-    token_bad, text_bad = [], []
-    for text in probe_texts(vocab):
-        for add_special in (True, False):
-            want = vocab.hf(text, add_special_tokens=add_special)["input_ids"]
-            got = llama.tokenize(text, add_special)
-            if want != got:
-                token_bad.append(f"{text[:40]!r}: HF {want[:12]} vs llama.cpp {got[:12]}")
-                break
-        else:
-            ids = vocab.hf(text, add_special_tokens=False)["input_ids"]
-            if _hf_decode(vocab, ids) != llama.detokenize(ids):
-                text_bad.append(text[:40])
-    return token_bad, text_bad
-
-
-def choose_settings(vocab: Vocab, write_vocab_only: Callable[[Vocab, Path], None], work: Path,
-                    log: Callable[[str], None] = lambda m: None) -> Vocab:
-    """Try each candidate setting with llama.cpp; return the vocab with the first that tokenizes
-    (and, preferably, detokenizes) exactly like Hugging Face, or raise :class:`UnsupportedModelError`."""
-    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
-    candidates = list(vocab.candidates or [{}])
-    if vocab.model == "gpt2":  # prefer the names whose space clean-up matches the HF tokenizer's setting
-        candidates.sort(key=lambda c: (c.get("pre") in NO_CLEAN_SPACES) == vocab.clean_up_spaces)
-    fallback, failures = None, []
-    for i, settings in enumerate(candidates):
-        trial = replace(vocab, **settings)
-        path = work / f".vocab-probe-{i}.gguf"
-        write_vocab_only(trial, path)
-        llama = LlamaVocab(path)
-        try:
-            token_bad, text_bad = compare(trial, llama)
-        finally:
-            llama.close()
-            path.unlink(missing_ok=True)
-        label = ", ".join(f"{k}={v}" for k, v in settings.items()) or "default"
-        if not token_bad and not text_bad:
-            log(f"tokenizer: llama.cpp reproduces it exactly with {label}")
-            return trial
-        if not token_bad and fallback is None:
-            fallback = trial
-            failures.append(f"{label}: detokenization differs on {text_bad[0]!r}")
-        elif token_bad:
-            failures.append(f"{label}: {token_bad[0]}")
-    if fallback is not None:
-        log(f"tokenizer: token ids match; detokenized text differs in spacing ({failures[-1]})")
-        return fallback
-    raise UnsupportedModelError(
-        "llama.cpp cannot reproduce this tokenizer (tried " + "; ".join(failures[:3]) + "): "
-        "a GGUF would tokenize differently from the original"
-    )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.gguf.models import make_tiny
+from tests.exporters.gguf.models import make_tiny
 
 
 class GgufStore:

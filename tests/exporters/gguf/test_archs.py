@@ -8,7 +8,7 @@ from gguf import GGUFReader
 from edgekit.errors import QualityGateError
 from edgekit.exporters.gguf import export_gguf
 from edgekit.exporters.gguf.archs import SPECS, supported_model_types
-from tests.gguf.models import ARCHS
+from tests.exporters.gguf.models import ARCHS
 
 GGUF_ARCH = {"llama": "llama", "llama3": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3",
              "gemma": "gemma", "phi3": "phi3"}

@@ -12,7 +12,7 @@ import pytest
 
 import edgekit
 from edgekit.exporters.gguf import export_gguf
-from tests.gguf.differential import greedy_both, tokenization_mismatches
+from tests.exporters.gguf.differential import greedy_both, tokenization_mismatches
 
 
 @pytest.mark.slow
@@ -60,7 +60,7 @@ def _printable(text: str) -> str:
 
 def test_sentencepiece_llama_f16_matches_transformers(tmp_path):
     """The SentencePiece path (Llama 2 / TinyLlama style): scores and byte tokens from tokenizer.model, BOS added."""
-    from tests.gguf.models import make_tiny_spm_llama
+    from tests.exporters.gguf.models import make_tiny_spm_llama
 
     src = make_tiny_spm_llama(tmp_path / "spm-llama")
     art = export_gguf(src, tmp_path / "out", quant="f16")

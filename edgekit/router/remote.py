@@ -1,4 +1,4 @@
-"""A remote LLM over the OpenAI-compatible Chat Completions API (httpx), as a tier behind the router.
+"""A remote LLM over the OpenAI-compatible Chat Completions API (httpx): the router's remote tier.
 
 Works with any server that speaks ``POST {base_url}/chat/completions``: llama.cpp's
 server and llama-cpp-python's, Ollama, vLLM, OpenAI. Plain prompts (``generate``)
@@ -9,10 +9,17 @@ decisions depend on it:
 
 * connect and read timeouts are separate (a dead host fails fast; a slow model
   may take its time between bytes up to ``timeout``);
+* every call has a deadline (``deadline_s``, retries and their waits included;
+  :mod:`edgekit.router.limits`): a server that drips one chunk every few seconds,
+  which the read timeout never catches, is cut off there with ``RemoteTimeout``;
 * 429, 5xx, connection errors and timeouts are retried ``max_retries`` times with
-  exponential backoff and jitter; a ``Retry-After`` header is honoured, unless it
-  asks for more than ``max_retry_after_s`` (then we give up at once rather than
+  exponential backoff and jitter, each retry logged as a warning (``edgekit.remote``:
+  the reason, the wait, attempt n of N); a ``Retry-After`` header is honoured, unless
+  it asks for more than ``max_retry_after_s`` (then we give up at once rather than
   block the caller);
+* the request's limits are enforced on the client too: a stream is cut after
+  ``max_tokens`` content chunks (finish ``"length"``) and before a stop string
+  (finish ``"stop"``) even when the server ignores them;
 * a stream is retried only until its first token was handed out: text the
   caller has seen cannot be taken back, so a drop after that is an error;
 * 401/403 are never retried (a wrong key does not get better);
@@ -27,7 +34,6 @@ records or error messages, and server answers quoted in errors are scrubbed of i
 from __future__ import annotations
 
 import email.utils
-import json
 import logging
 import math
 import os
@@ -46,7 +52,10 @@ from edgekit.errors import (
     RemoteTimeout,
     RemoteUnavailable,
 )
-from edgekit.runtimes.base import GenerationConfig, GenerationResult, Timings, TokenEvent, _config, check_prompt
+from edgekit.fileio import parse_json
+from edgekit.router.limits import Deadline, StreamLimits, completion_tokens, limit_text
+from edgekit.router.sse import chunks, error_detail, usage_counts
+from edgekit.runtimes.base import GenerationConfig, GenerationResult, Timings, TokenEvent, check_prompt, resolve_config
 from edgekit.runtimes.chat import check_messages
 
 log = logging.getLogger("edgekit.remote")
@@ -83,7 +92,7 @@ def _positive(name: str, value, *, allow_zero: bool = False) -> float:
 def normalize_base_url(url: str) -> str:
     """``http://host:port`` -> ``http://host:port/v1``; a URL with a path is kept as given."""
     if not isinstance(url, str) or not url.strip():
-        raise ConfigError("the remote URL is empty: pass e.g. --remote http://127.0.0.1:8080/v1")
+        raise ConfigError("the remote URL is empty: pass e.g. base_url=http://127.0.0.1:8080/v1", param="base_url")
     url = url.strip().rstrip("/")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -92,12 +101,16 @@ def normalize_base_url(url: str) -> str:
 
 
 class RemoteLLM:
-    """An OpenAI-compatible chat model over HTTP with the generate/stream/chat API of a local Model.
+    """An OpenAI-compatible chat model over HTTP: a :class:`~edgekit.runtimes.tier.Tier` like a local Model.
 
-    ``timeout``: seconds to wait for each read (the first byte included);
-    ``connect_timeout``: seconds to open the connection; ``max_retries``: extra
-    attempts after the first on 429/5xx/connection errors/timeouts; ``backoff_s``:
-    the first retry's delay, doubled each time up to ``max_backoff_s``, jittered.
+    ``timeout``: seconds to wait for each read (the first byte included; a non-streamed
+    answer is computed before its first byte); ``connect_timeout``: seconds to open the
+    connection; ``deadline_s``: the most one call may take in all, retries and their
+    waits included; ``max_retries``: extra attempts after the first on 429/5xx/connection
+    errors/timeouts; ``backoff_s``: the first retry's delay, doubled each time up to
+    ``max_backoff_s``, jittered. The defaults (5 s to connect, 30 s to the first byte,
+    60 s per call, 2 retries waiting up to 0.5 s then 1 s) bound a remote that never answers to a
+    minute, with a warning at each retry.
     ``extra_body``: additional JSON fields for servers that take more settings
     (``{"top_k": 40}`` on llama.cpp or vLLM). A RemoteLLM is safe to share between threads.
     """
@@ -112,8 +125,9 @@ class RemoteLLM:
         *,
         api_key: str | None = None,
         api_key_env: str | None = None,
-        timeout: float = 60.0,
+        timeout: float = 30.0,
         connect_timeout: float = 5.0,
+        deadline_s: float = 60.0,
         max_retries: int = 2,
         backoff_s: float = 0.5,
         max_backoff_s: float = 8.0,
@@ -122,10 +136,12 @@ class RemoteLLM:
     ):
         self.base_url = normalize_base_url(base_url)
         if not isinstance(model, str) or not model.strip():
-            raise ConfigError("the remote model name is empty: pass --model NAME (the name the server serves)")
+            raise ConfigError("the remote model name is empty: pass model=NAME (the name the server serves)",
+                              param="model")
         self.model = model.strip()
         self.timeout = _positive("timeout", timeout)
         self.connect_timeout = _positive("connect_timeout", connect_timeout)
+        self.deadline_s = _positive("deadline_s", deadline_s)
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
             raise ConfigError(f"max_retries must be an integer >= 0, got {max_retries!r}")
         self.max_retries = max_retries
@@ -208,67 +224,86 @@ class RemoteLLM:
         base = min(self.max_backoff_s, self.backoff_s * (2**attempt))
         return base / 2 + self._rng.uniform(0, base / 2)  # "equal jitter": never 0, never in lockstep
 
-    def _backoff(self, attempts: list[int], error: RemoteError, cause, retry_after: float | None = None) -> None:
-        """Sleep before the next attempt, or raise ``error`` when retries are spent (or Retry-After is too long).
+    def _backoff(self, attempts: list[int], error: RemoteError, cause, deadline: Deadline,
+                 retry_after: float | None = None) -> None:
+        """Sleep before the next attempt, or raise ``error`` when retries or the deadline are spent (or
+        Retry-After asks too much). Each retry is logged as a warning: the reason, the wait, attempt n of N.
 
         ``attempts`` is one counter shared by the connection and the stream of one request,
         so a request makes at most ``max_retries + 1`` attempts in all.
         """
+        made = attempts[0] + 1
         if attempts[0] >= self.max_retries:
-            raise error from cause
+            raise (type(error)(f"{error} (gave up after {made} attempts)") if made > 1 else error) from cause
         if retry_after is not None and retry_after > self.max_retry_after_s:
             raise RemoteUnavailable(
                 f"{error} (it asks to retry after {retry_after:.0f} s, more than max_retry_after_s={self.max_retry_after_s:g})"
             ) from cause
         delay = self._delay(attempts[0], retry_after)
+        if delay >= deadline.left():
+            if isinstance(error, RemoteTimeout) and deadline.passed():  # the deadline's own error says it all
+                raise error from cause
+            raise type(error)(f"{error} (no time left for another attempt before the deadline, {deadline.why})") from cause
         attempts[0] += 1
-        log.info("%s; retrying in %.2f s (attempt %d of %d)", error, delay, attempts[0] + 1, self.max_retries + 1)
+        log.warning("%s; retrying in %.2f s (attempt %d of %d)", error, delay, attempts[0] + 1, self.max_retries + 1)
         time.sleep(delay)
 
-    def _open(self, body: dict[str, Any], *, read_body: bool, attempts: list[int] | None = None):
+    def _call_error(self, exc, deadline: Deadline, dropped: str) -> RemoteError:
+        """The edgekit error for an httpx transport error (``dropped`` words a connection lost midway)."""
+        import httpx
+
+        if deadline.passed():  # the watchdog shut the socket, or a wait capped by the deadline ran out
+            return RemoteTimeout(f"{self._where()} {deadline.describe()}")
+        if isinstance(exc, httpx.TimeoutException):
+            if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
+                return RemoteTimeout(f"{self._where()} did not accept the connection within {self.connect_timeout:g} s")
+            return RemoteTimeout(f"{self._where()} sent nothing for {self.timeout:g} s (read timeout)")
+        return RemoteUnavailable(f"{self._where()} {dropped}: {self.redact(str(exc)) or type(exc).__name__}")
+
+    def _open(self, body: dict[str, Any], deadline: Deadline, *, read_body: bool, attempts: list[int] | None = None):
         """POST with retries; return the 200 response (its body read unless streaming) or raise RemoteError."""
         import httpx
 
         client = self._http()
         attempts = attempts if attempts is not None else [0]
+        if deadline.passed():  # e.g. a Router's budget was spent before it asked
+            raise RemoteTimeout(f"{self._where()} {deadline.describe()}")
         while True:
             retry_after = None
+            timeout = deadline.timeout(self.connect_timeout, self.timeout)
             try:
-                response = client.send(client.build_request("POST", self.url, json=body), stream=True)
-            except httpx.TimeoutException as exc:
-                error: RemoteError = _timeout_error(self, exc)
-                cause = exc
+                response = client.send(client.build_request("POST", self.url, json=body, timeout=timeout), stream=True)
             except httpx.TransportError as exc:
-                error, cause = RemoteUnavailable(f"{self._where()} is unreachable: {self.redact(str(exc)) or type(exc).__name__}"), exc
+                error: RemoteError = self._call_error(exc, deadline, "is unreachable")
+                cause = exc
             else:
                 log.debug("POST %s attempt %d: HTTP %d", self.url, attempts[0] + 1, response.status_code)
                 if response.status_code == 200:
                     if not read_body:
                         return response
                     try:
-                        response.read()
+                        with deadline.watch(response):
+                            response.read()
                         return response
-                    except httpx.TimeoutException as exc:
-                        error, cause = _timeout_error(self, exc), exc
                     except httpx.TransportError as exc:
-                        error = RemoteUnavailable(f"{self._where()} dropped the connection mid-answer: {self.redact(str(exc))}")
-                        cause = exc
+                        error, cause = self._call_error(exc, deadline, "dropped the connection mid-answer"), exc
                     except httpx.HTTPError as exc:  # undecodable body (bad gzip, ...): retrying will not help
                         raise RemoteProtocolError(f"{self._where()} sent an unreadable answer: {self.redact(str(exc))}") from exc
                     finally:
                         response.close()
                 else:
-                    error, retry_after = self._status_error(response)
+                    with deadline.watch(response):  # an error body that drips is cut off too
+                        error, retry_after = self._status_error(response)
                     cause = None
                     if response.status_code not in RETRY_STATUS:
                         raise error
-            self._backoff(attempts, error, cause, retry_after)
+            self._backoff(attempts, error, cause, deadline, retry_after)
 
     def _status_error(self, response) -> tuple[RemoteError, float | None]:
         status = response.status_code
         try:
             response.read()
-            detail = _error_detail(response.text)
+            detail = error_detail(response.text)
         except Exception:  # the body of an error answer is only a hint
             detail = ""
         finally:
@@ -280,7 +315,7 @@ class RemoteLLM:
             return RemoteAuthError(f"{self._where()} rejected the credentials (HTTP {status}; {sent}){suffix}"), None
         if status in RETRY_STATUS:
             what = "is rate limiting" if status == 429 else "failed"
-            return RemoteUnavailable(f"{self._where()} {what} (HTTP {status}){suffix}"), _retry_after(response.headers.get("retry-after"))
+            return RemoteUnavailable(f"{self._where()} {what} (HTTP {status}){suffix}"), parse_retry_after(response.headers.get("retry-after"))
         return RemoteError(f"{self._where()} refused the request (HTTP {status}){suffix}"), None
 
     # ---- public API ------------------------------------------------------------------
@@ -292,27 +327,7 @@ class RemoteLLM:
 
     def chat(self, messages: Sequence[dict], config: GenerationConfig | None = None, **overrides) -> GenerationResult:
         """One non-streaming request. ``token_ids``/``probs`` are empty: servers do not send them."""
-        msgs, cfg = check_messages(messages), _config(config, overrides)
-        t0 = time.perf_counter()
-        response = self._open(self._body(msgs, cfg, stream=False), read_body=True)
-        total = time.perf_counter() - t0
-        try:
-            data = response.json()
-            choice = data["choices"][0]
-            text = choice["message"].get("content") or ""
-            finish = choice.get("finish_reason")
-            if not isinstance(text, str):
-                raise TypeError("content is not a string")
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise RemoteProtocolError(
-                f"{self._where()} answered something that is not a chat completion: {self.redact(response.text[:200])!r}"
-            ) from exc
-        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-        timings = Timings(
-            prompt_tokens=int(usage.get("prompt_tokens") or 0), ttft_s=total, total_s=total,
-            decode_tokens=max(int(usage.get("completion_tokens") or 0) - 1, 0), decode_s=0.0,
-        )
-        return GenerationResult(text, [], _FINISH.get(finish, "eos"), [], [], timings)
+        return self._chat(check_messages(messages), resolve_config(config, overrides), None)
 
     def stream_chat(self, messages: Sequence[dict], config: GenerationConfig | None = None, **overrides) -> Iterator[TokenEvent]:
         """Server-sent events, one :class:`TokenEvent` per content delta (``prob``/``entropy`` are NaN).
@@ -320,63 +335,124 @@ class RemoteLLM:
         The request is sent on the first ``next()``. Failures before the first event
         are retried like any request; after it they raise (the caller has the text).
         """
-        msgs, cfg = check_messages(messages), _config(config, overrides)
-        return self._stream(self._body(msgs, cfg, stream=True))
+        msgs, cfg = check_messages(messages), resolve_config(config, overrides)
+        return self._stream(self._body(msgs, cfg, stream=True), cfg, None)
 
-    def _stream(self, body: dict[str, Any]) -> Iterator[TokenEvent]:
+    def until(self, at: float, why: str = "the caller's time limit") -> "RemoteUntil":
+        """This remote with every call finished by ``at`` (a ``time.monotonic()`` time), or within
+        ``deadline_s`` if that comes first: how a Router makes its total budget cover the remote.
+        ``why`` names the limit in errors."""
+        return RemoteUntil(self, (at, why))
+
+    def _deadline(self, at: tuple[float, str] | None) -> Deadline:
+        if at is None:
+            return Deadline(self.deadline_s, why=f"deadline_s={self.deadline_s:g}")
+        return Deadline(self.deadline_s, why=f"deadline_s={self.deadline_s:g}", at=at[0], at_why=at[1])
+
+    def _chat(self, msgs: list[dict], cfg: GenerationConfig, at: tuple[float, str] | None) -> GenerationResult:
+        t0 = time.perf_counter()
+        response = self._open(self._body(msgs, cfg, stream=False), self._deadline(at), read_body=True)
+        total = time.perf_counter() - t0
+        try:
+            data = parse_json(response.content)
+            choice = data["choices"][0]
+            text = choice["message"].get("content") or ""
+            finish = choice.get("finish_reason")
+            if not isinstance(text, str):
+                raise TypeError("content is not a string")
+            if finish is not None and not isinstance(finish, str):
+                raise TypeError("finish_reason is not a string")
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise RemoteProtocolError(
+                f"{self._where()} answered something that is not a chat completion: {self.redact(response.text[:200])!r}"
+            ) from exc
+        usage = usage_counts(data.get("usage")) or {}
+        text, stopped = limit_text(text, cfg.stop)  # a server that ignores stop: cut here
+        sent = completion_tokens(usage)
+        if not stopped and sent is not None and sent > cfg.max_tokens:
+            raise RemoteProtocolError(
+                f"{self._where()} ignored max_tokens={cfg.max_tokens}: it sent {sent} tokens; fix the server's "
+                "settings, or stream (streams are cut by the client)"
+            )
+        timings = Timings(
+            prompt_tokens=int(usage.get("prompt_tokens") or 0), ttft_s=total, total_s=total,
+            decode_tokens=max(int(usage.get("completion_tokens") or 0) - 1, 0), decode_s=0.0,
+        )
+        return GenerationResult(text, [], "stop" if stopped else _FINISH.get(finish, "eos"), [], [], timings)
+
+    def _stream(self, body: dict[str, Any], cfg: GenerationConfig, at: tuple[float, str] | None) -> Iterator[TokenEvent]:
         import httpx
 
-        attempts = [0]
+        attempts, deadline = [0], self._deadline(at)
         while True:
             t0 = time.perf_counter()
-            response = self._open(body, read_body=False, attempts=attempts)
-            timings = Timings()
+            response = self._open(body, deadline, read_body=False, attempts=attempts)
+            timings, limits = Timings(), StreamLimits(cfg)
             index, t_prev = 0, t0
             try:
-                for delta, finish, usage in _chunks(self, response.iter_lines()):
-                    if usage:
-                        timings.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-                    if not delta and not finish:
-                        continue
-                    now = time.perf_counter()
-                    if index == 0:
-                        timings.ttft_s = now - t0
-                    else:
-                        timings.token_latencies_s.append(now - t_prev)
-                    t_prev = now
-                    timings.decode_tokens, timings.decode_s, timings.total_s = index, now - t0 - timings.ttft_s, now - t0
-                    done = _FINISH.get(finish, "eos") if finish else None
-                    yield TokenEvent(index, -1, delta, math.nan, math.nan, done, timings if done else None)
-                    index += 1
-                    if done:
-                        return
+                with deadline.watch(response):
+                    for delta, finish, usage in chunks(self, response.iter_lines()):
+                        if deadline.passed():  # a transport whose socket the watchdog cannot reach
+                            raise RemoteTimeout(f"{self._where()} {deadline.describe()}")
+                        if usage:
+                            timings.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+                        if not delta and not finish:
+                            continue
+                        now = time.perf_counter()
+                        if index == 0:
+                            timings.ttft_s = now - t0
+                        else:
+                            timings.token_latencies_s.append(now - t_prev)
+                        t_prev = now
+                        timings.decode_tokens, timings.decode_s, timings.total_s = index, now - t0 - timings.ttft_s, now - t0
+                        text, done = limits.feed(delta, _FINISH.get(finish, "eos") if finish else None)
+                        yield TokenEvent(index, -1, text, math.nan, math.nan, done, timings if done else None)
+                        index += 1
+                        if done:  # the answer is complete, or a limit ended it: stop reading (closes the stream)
+                            return
                 raise RemoteUnavailable(f"{self._where()} ended the stream before the answer was complete")
-            except httpx.TimeoutException as exc:
-                error: RemoteError = _timeout_error(self, exc)
-                cause: BaseException | None = exc
             except httpx.TransportError as exc:
-                error = RemoteUnavailable(f"{self._where()} dropped the stream: {self.redact(str(exc)) or type(exc).__name__}")
-                cause = exc
+                error: RemoteError = self._call_error(exc, deadline, "dropped the stream")
+                cause: BaseException | None = exc
             except httpx.HTTPError as exc:
                 raise RemoteProtocolError(f"{self._where()} sent an unreadable stream: {self.redact(str(exc))}") from exc
-            except RemoteUnavailable as exc:
+            except (RemoteUnavailable, RemoteTimeout) as exc:
                 error, cause = exc, None
             finally:
                 response.close()
             if index > 0:  # the caller has text: no retry can take it back
                 raise type(error)(f"{error} after {index} streamed token(s)") from cause
-            self._backoff(attempts, error, cause)
+            self._backoff(attempts, error, cause, deadline)
 
 
-def _timeout_error(remote: RemoteLLM, exc) -> RemoteTimeout:
-    import httpx
+class RemoteUntil:
+    """A :class:`RemoteLLM` whose calls end by a fixed time (see :meth:`RemoteLLM.until`); closing it
+    closes nothing (the RemoteLLM keeps its connections)."""
 
-    if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
-        return RemoteTimeout(f"{remote._where()} did not accept the connection within {remote.connect_timeout:g} s")
-    return RemoteTimeout(f"{remote._where()} sent nothing for {remote.timeout:g} s (read timeout)")
+    kind = "decoder"
+    backend = "remote"
+
+    def __init__(self, remote: RemoteLLM, at: tuple[float, str]):
+        self.remote, self.at = remote, at  # (time.monotonic() time, what the limit is)
+
+    def generate(self, prompt: str, config: GenerationConfig | None = None, **overrides) -> GenerationResult:
+        return self.chat([{"role": "user", "content": check_prompt(prompt)}], config, **overrides)
+
+    def stream(self, prompt: str, config: GenerationConfig | None = None, **overrides) -> Iterator[TokenEvent]:
+        return self.stream_chat([{"role": "user", "content": check_prompt(prompt)}], config, **overrides)
+
+    def chat(self, messages: Sequence[dict], config: GenerationConfig | None = None, **overrides) -> GenerationResult:
+        return self.remote._chat(check_messages(messages), resolve_config(config, overrides), self.at)
+
+    def stream_chat(self, messages: Sequence[dict], config: GenerationConfig | None = None, **overrides) -> Iterator[TokenEvent]:
+        msgs, cfg = check_messages(messages), resolve_config(config, overrides)
+        return self.remote._stream(self.remote._body(msgs, cfg, stream=True), cfg, self.at)
+
+    def close(self) -> None:
+        pass
 
 
-def _retry_after(value: str | None) -> float | None:
+def parse_retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header: a number of seconds or an HTTP date."""
     if not value:
         return None
@@ -392,68 +468,3 @@ def _retry_after(value: str | None) -> float | None:
             return None
         seconds = when.timestamp() - time.time()
     return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
-def _error_detail(text: str) -> str:
-    """The message of an OpenAI-style error body, else the start of the body, on one line."""
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
-        err = data.get("error", data.get("detail", data.get("message")))
-        if isinstance(err, dict):
-            err = err.get("message", err)
-        if err is not None:
-            text = str(err)
-    return " ".join(text.split())[:200]
-
-
-def _sse_data(lines: Iterator[str]) -> Iterator[str]:
-    """The ``data`` payloads of a server-sent event stream (comments, event names and ids ignored)."""
-    data: list[str] = []
-    for line in lines:
-        if not line:
-            if data:
-                yield "\n".join(data)
-                data = []
-            continue
-        if line.startswith(":"):
-            continue
-        field, _, value = line.partition(":")
-        if field == "data":
-            data.append(value[1:] if value.startswith(" ") else value)
-    if data:
-        yield "\n".join(data)
-
-
-def _chunks(remote: RemoteLLM, lines: Iterator[str]) -> Iterator[tuple[str, str | None, dict | None]]:
-    """(content delta, finish_reason, usage) per chat.completion.chunk, until ``[DONE]``."""
-    for payload in _sse_data(lines):
-        if payload.strip() == "[DONE]":
-            return
-        try:
-            chunk = json.loads(payload)
-        except ValueError as exc:
-            raise RemoteProtocolError(f"{remote._where()} sent a malformed stream event: {remote.redact(payload[:120])!r}") from exc
-        if not isinstance(chunk, dict):
-            raise RemoteProtocolError(f"{remote._where()} sent a stream event that is not an object: {remote.redact(payload[:120])!r}")
-        if "error" in chunk:
-            raise RemoteUnavailable(f"{remote._where()} reported an error mid-stream: {remote.redact(_error_detail(payload))}")
-        usage = chunk.get("usage") if isinstance(chunk.get("usage"), dict) else None
-        choices = chunk.get("choices")
-        if not choices:
-            if usage is None:
-                raise RemoteProtocolError(f"{remote._where()} sent a stream event without choices: {remote.redact(payload[:120])!r}")
-            yield "", None, usage
-            continue
-        try:
-            choice = choices[0]
-            delta = choice.get("delta") or {}
-            content = delta.get("content") or ""
-            finish = choice.get("finish_reason")
-        except (AttributeError, IndexError, KeyError, TypeError) as exc:
-            raise RemoteProtocolError(f"{remote._where()} sent a malformed chunk: {remote.redact(payload[:120])!r}") from exc
-        if not isinstance(content, str):
-            raise RemoteProtocolError(f"{remote._where()} sent non-text content: {remote.redact(payload[:120])!r}")
-        yield content, finish, usage

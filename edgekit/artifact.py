@@ -1,0 +1,93 @@
+"""What edgekit runs, benches and profiles: an artifact folder, or a bare ``.gguf`` / ``.onnx`` file.
+
+:class:`Artifact` is an exported folder with its manifest (what the exporters
+return). :func:`resolve_artifact` is the one place that turns a path given by
+a user into the model file, its format, task and shape facts, with the same
+errors for every caller (``edgekit.load``, the profiler, ``edgekit bench``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from edgekit.errors import ArtifactError
+from edgekit.manifest import MANIFEST_NAME, Manifest, ModelInfo, model_info_from_folder, read_manifest, verify_files
+
+# the file suffix of each format's bare model file
+SUFFIX_FORMAT = {".gguf": "gguf", ".onnx": "onnx"}
+
+
+@dataclass
+class Artifact:
+    """An artifact folder on disk and its manifest."""
+
+    path: Path
+    manifest: Manifest
+
+    @classmethod
+    def open(cls, path) -> "Artifact":
+        return cls(Path(path), read_manifest(path))
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / self.manifest.model_file
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(f.size for f in self.manifest.files)
+
+
+@dataclass(frozen=True)
+class ResolvedArtifact:
+    """A checked artifact folder or bare model file, and what edgekit knows about it."""
+
+    path: Path  # what was passed: the folder, or the bare file
+    folder: Path  # the folder holding the model file (and its tokenizer files)
+    model_file: Path
+    format: str  # "onnx" | "gguf"
+    task: str
+    manifest: Manifest | None = None  # None for a bare file
+    model: ModelInfo | None = None  # the manifest's; bare .onnx: from the config files beside it; bare .gguf: None
+
+    @property
+    def precision(self) -> str | None:
+        """The manifest's precision (None for a bare file: read it from the weights)."""
+        return self.manifest.precision if self.manifest is not None else None
+
+
+def resolve_artifact(path: str | os.PathLike, *, check: Literal["model", "sizes", "hashes"] = "model",
+                     ) -> ResolvedArtifact:
+    """Resolve ``path`` (an artifact folder, or a bare .gguf/.onnx file) or raise :class:`ArtifactError`.
+
+    ``check`` for a folder: "model" only checks the model file is there; "sizes" checks every file's size
+    against the manifest, "hashes" also its sha256 (see :func:`edgekit.manifest.verify_files`). A bare
+    .onnx file's task is read from its inputs and outputs (this opens an onnxruntime session).
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ArtifactError(f"{p} does not exist: pass an artifact folder, a .gguf or an .onnx file")
+    if p.is_dir():
+        if not (p / MANIFEST_NAME).is_file():
+            raise ArtifactError(
+                f"{p} is not an edgekit artifact (no {MANIFEST_NAME}): export one with 'edgekit export', "
+                "or pass a .gguf/.onnx file directly"
+            )
+        m = read_manifest(p)
+        if check != "model":
+            verify_files(p, m, hashes=check == "hashes")
+        model_file = p / m.model_file
+        if not model_file.is_file():
+            raise ArtifactError(f"{p}: model file {m.model_file} is missing; re-export the artifact")
+        return ResolvedArtifact(p, p, model_file, m.format, m.task, m, m.model)
+    fmt = SUFFIX_FORMAT.get(p.suffix)
+    if fmt is None or not p.is_file():
+        raise ArtifactError(f"{p} is neither an artifact folder nor a .gguf/.onnx file")
+    if fmt == "gguf":
+        return ResolvedArtifact(p, p.parent, p, "gguf", "text-generation")
+    from edgekit.runtimes.onnx import infer_task_from_session
+
+    task = infer_task_from_session(p)
+    return ResolvedArtifact(p, p.parent, p, "onnx", task, model=model_info_from_folder(p.parent, task))

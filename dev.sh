@@ -38,28 +38,29 @@ demo() {
   export HF_HUB_OFFLINE=1 COLUMNS=${COLUMNS:-160}  # wide tables also when the output is not a terminal
   mkdir -p "$out"
 
-  step "1/6 export to ONNX (fp32, int8): MiniLM and SmolLM2-135M-Instruct, each gated against the original"
+  step "1/9 export to ONNX: MiniLM (fp32, int8, traced) and SmolLM2-135M-Instruct (fp32, int8, int4: the fused decoder graph), each gated against the original"
   "$ek" export onnx packaged:minilm -o "$out/minilm-fp32" --force
-  "$ek" export onnx packaged:minilm -o "$out/minilm-int8" --quantize int8 --force
+  "$ek" export onnx packaged:minilm -o "$out/minilm-int8" --quant int8 --force
   "$ek" export onnx packaged:smollm2 -o "$out/smollm2-onnx-fp32" --force
-  "$ek" export onnx packaged:smollm2 -o "$out/smollm2-onnx-int8" --quantize int8 --force
+  "$ek" export onnx packaged:smollm2 -o "$out/smollm2-onnx-int8" --quant int8 --force
+  "$ek" export onnx packaged:smollm2 -o "$out/smollm2-onnx-int4" --quant int4 --force
 
-  step "2/6 export to GGUF (f16, q8_0, q4_k_m) with llama.cpp's quantizer, gated"
+  step "2/9 export to GGUF (f16, q8_0, q4_k_m) with llama.cpp's quantizer, gated"
   for q in f16 q8_0 q4_k_m; do
     "$ek" export gguf packaged:smollm2 -o "$out/smollm2-gguf-$q" --quant "$q" --force
   done
 
-  step "3/6 inspect: manifests, gate metrics, verified file hashes"
+  step "3/9 inspect: manifests, gate metrics, verified file hashes"
   "$ek" inspect "$out/minilm-int8"
   "$ek" inspect "$out/smollm2-onnx-int8"
   "$ek" inspect "$out/smollm2-gguf-q4_k_m"
 
-  step "4/6 run: the same API over ONNX and GGUF; embeddings from MiniLM"
-  "$ek" run "$out/smollm2-onnx-int8" -p "The capital of France is" -n 32
-  "$ek" run "$out/smollm2-gguf-q4_k_m" --template -p "Give me three tips for better sleep." -n 48
+  step "4/9 run: the same API over ONNX and GGUF; embeddings from MiniLM"
+  "$ek" run "$out/smollm2-onnx-int8" --raw -p "The capital of France is" -n 32   # --raw: plain text to continue
+  "$ek" run "$out/smollm2-gguf-q4_k_m" -p "Give me three tips for better sleep." -n 48   # through the chat template
   "$ek" embed "$out/minilm-int8" "Small models run on phones." "Edge devices answer quickly."
 
-  step "5/6 fallback to a remote LLM: a local OpenAI-compatible server (llama-cpp-python) stands in for the large model"
+  step "5/9 fallback to a remote LLM: a local OpenAI-compatible server (llama-cpp-python) stands in for the large model"
   local gguf server
   gguf=$("$py" -c 'from edgekit.packaged import smollm2_gguf_path as p; print(p())')
   "$py" -m llama_cpp.server --model "$gguf" --model_alias smollm2 --host 127.0.0.1 --port "$port" \
@@ -78,19 +79,71 @@ for _ in range(240):
     time.sleep(0.5)
 sys.exit("the local OpenAI-compatible server did not start: see demo-out/remote-server.log")
 PY
-  "$ek" run "$out/smollm2-gguf-q4_k_m" --template -p "What is the chemical symbol for silver?" -n 24 \
+  "$ek" run "$out/smollm2-gguf-q4_k_m" -p "What is the chemical symbol for silver?" -n 24 \
     --remote "http://127.0.0.1:$port/v1" --model smollm2 --decision-log "$out/decisions.jsonl"
-  "$ek" run "$out/smollm2-gguf-q4_k_m" --template -p "Which animal is known as the king of the jungle?" -n 24 \
+  "$ek" run "$out/smollm2-gguf-q4_k_m" -p "Which animal is known as the king of the jungle?" -n 24 \
     --remote "http://127.0.0.1:$port/v1" --model smollm2 --decision-log "$out/decisions.jsonl"
+  step "6/9 serve: the OpenAI API over the same artifact and remote; the official openai client asks, the headers say who answered"
+  local sport=${EDGEKIT_DEMO_SERVE_PORT:-8090} serving
+  "$ek" serve "$out/smollm2-gguf-q4_k_m" --remote "http://127.0.0.1:$port/v1" --model smollm2 --port "$sport" \
+    --threads 1 --decision-log "$out/decisions.jsonl" --no-access-log >"$out/serve.log" 2>&1 &
+  serving=$!
+  trap 'kill $server $serving 2>/dev/null || true' EXIT
+  "$py" - "$sport" <<'PY'
+import sys, time, httpx
+from openai import OpenAI
+base = f"http://127.0.0.1:{sys.argv[1]}"
+for _ in range(240):
+    try:
+        if httpx.get(base + "/health", timeout=2).status_code == 200:
+            break
+    except httpx.HTTPError:
+        pass
+    time.sleep(0.5)
+else:
+    sys.exit("edgekit serve did not start: see demo-out/serve.log")
+client = OpenAI(base_url=base + "/v1", api_key="unused")
+for question in ("What is the chemical symbol for silver?", "Which animal is known as the king of the jungle?"):
+    raw = client.chat.completions.with_raw_response.create(
+        model="smollm2", messages=[{"role": "user", "content": question}], max_tokens=24)
+    print(f"{question}\n  -> {raw.parse().choices[0].message.content.strip()!r}\n"
+          f"  x-edgekit-tier: {raw.headers['x-edgekit-tier']}   x-edgekit-trigger: {raw.headers['x-edgekit-trigger']}")
+PY
+  kill -TERM "$serving" && wait "$serving"  # graceful: exits 0 once in-flight requests are done
+  trap 'kill $server 2>/dev/null || true' EXIT
   "$ek" calibrate "$out/smollm2-gguf-q4_k_m" --limit "${EDGEKIT_DEMO_CALIBRATE:-80}" --target-accuracy 0.6 \
     --config "$out/edgekit.toml"
   kill "$server" 2>/dev/null || true
   trap - EXIT
 
-  step "6/6 bench and report: measured on this machine, predicted for target devices"
+  step "7/9 bench and report: measured on this machine, predicted for target devices"
   "$ek" bench "$out/smollm2-onnx-fp32" "$out/smollm2-onnx-int8" "$out/smollm2-gguf-f16" "$out/smollm2-gguf-q8_0" \
     "$out/smollm2-gguf-q4_k_m" --runs 3 --warmup 1 --prompt-tokens 128 --gen-tokens 64 \
     --target raspberry-pi-5 --target pixel-8 --report "$out/report"
+  step "8/9 on a device over SSH: a loopback SSH server (its own home, host key and client key) stands in for a board"
+  local devdir lbserver pyabs
+  devdir="$(cd "$out" && pwd)/device"
+  pyabs=$("$py" -c 'import sys; print(sys.executable)')
+  rm -rf "$devdir"
+  "$py" -m edgekit.devices.loopback --home "$devdir/home" --client-dir "$devdir/user" --alias loopback-board \
+    >"$out/device-server.log" 2>&1 &
+  lbserver=$!
+  trap 'kill $lbserver 2>/dev/null || true' EXIT
+  for _ in $(seq 1 120); do [ -f "$devdir/user/.ssh/config" ] && break; sleep 0.5; done
+  (
+    export HOME="$devdir/user" EDGEKIT_CONFIG_DIR="$devdir/config" EDGEKIT_CACHE="$devdir/cache"
+    "$ek" devices add board loopback-board
+    "$ek" devices check board
+    "$ek" devices setup board --python "$pyabs"
+    "$ek" targets detect --device board
+    "$ek" bench "$out/smollm2-gguf-q4_k_m" --device board --runs 2 --warmup 0 --prompt-tokens 64 --gen-tokens 32 \
+      --report "$out/device-report"
+  )
+  kill "$lbserver" 2>/dev/null || true
+  trap - EXIT
+  step "9/9 package for a phone: an ONNX and a GGUF artifact for android (ORT format, operator config, EP report; llama.cpp settings), with their size reports"
+  "$ek" package "$out/smollm2-onnx-int8" -o "$out/package-smollm2-onnx-int8-android" --platform android --target pixel-8 --force
+  "$ek" package "$out/smollm2-gguf-q4_k_m" -o "$out/package-smollm2-q4_k_m-android" --platform android --target pixel-8 --force
   step "done: artifacts, decision log and report (bench.md, bench.json, chart) are in $out/"
 }
 

@@ -81,14 +81,14 @@ def minilm_int8_vs_fp32(threads: int) -> dict:
     import onnxruntime as ort
 
     import edgekit
-    from edgekit.manifest import cache_dir
+    from edgekit.fileio import cache_dir
 
     root = cache_dir() / "bench"
     arts = {}
     for q in ("none", "int8"):
         path = root / f"minilm-{'fp32' if q == 'none' else q}"
         if not (path / "edgekit.json").is_file():
-            edgekit.export_onnx("packaged:minilm", path, quantize=q, force=True)
+            edgekit.export_onnx("packaged:minilm", path, quant=q, force=True)
         arts[q] = path
     texts = [f"sentence number {i} about running small language models on phones and laptops" for i in range(32)]
     model = edgekit.load(arts["none"])

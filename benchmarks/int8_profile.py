@@ -17,14 +17,15 @@ import shutil
 from pathlib import Path
 
 import edgekit
-from edgekit.manifest import cache_dir, read_manifest
+from edgekit.fileio import cache_dir
+from edgekit.manifest import read_manifest
 
 VARIANTS = {
-    "fp32": dict(quantize="none"),
-    "fp32-traced": dict(quantize="none", optimize=False),
-    "int8-dynamic": dict(quantize="int8", int8_mode="dynamic", run_gate=False),
-    "int8-blockwise": dict(quantize="int8", int8_mode="blockwise"),
-    "int4": dict(quantize="int4"),
+    "fp32": dict(quant="none"),
+    "fp32-traced": dict(quant="none", optimize=False),
+    "int8-dynamic": dict(quant="int8", int8_mode="dynamic", run_gate=False),
+    "int8-blockwise": dict(quant="int8", int8_mode="blockwise"),
+    "int4": dict(quant="int4"),
 }
 
 

@@ -30,7 +30,8 @@ import sys
 from pathlib import Path
 
 import edgekit
-from edgekit.manifest import cache_dir, read_manifest
+from edgekit.fileio import cache_dir
+from edgekit.manifest import read_manifest
 from edgekit.packaged import smollm2_gguf_path, smollm2_hf_folder
 from edgekit.profiler import bench
 from edgekit.profiler.report import markdown_table, write_report
@@ -90,7 +91,7 @@ def artifacts(root: Path) -> list[Path]:
         if not (path / "edgekit.json").is_file() or not read_manifest(path).graph_rewrites:  # made before the rewrite
             source = source or smollm2_hf_folder()
             print(f"exporting {path.name} ...", file=sys.stderr)
-            edgekit.export_onnx(source, path, quantize="none" if quant == "fp32" else quant, force=True)
+            edgekit.export_onnx(source, path, quant="none" if quant == "fp32" else quant, force=True)
         out.append(path)
     try:
         export_gguf = edgekit.export_gguf

@@ -117,7 +117,7 @@ def main() -> None:
     import edgekit
     from edgekit.packaged import smollm2_gguf_path
     from edgekit.router import CircuitBreaker, Policy, Router
-    from edgekit.runtimes.remote import RemoteLLM
+    from edgekit.router.remote import RemoteLLM
 
     gguf = smollm2_gguf_path()
     proc, url = start_server(gguf, args.threads)

@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 import edgekit
-from edgekit.manifest import cache_dir, read_manifest
+from edgekit.fileio import cache_dir
+from edgekit.manifest import read_manifest
 
 TEXT = (
     "Edge devices run small language models close to the data. They answer everyday requests quickly, "
@@ -47,7 +48,7 @@ def artifact(name: str, source: str, quantize: str, optimize: bool | None = None
         optimize is None or bool(read_manifest(path).graph_rewrites) == optimize)
     if not fresh:
         print(f"exporting {name} ...", file=sys.stderr)
-        edgekit.export_onnx(source, path, quantize=quantize, force=True, optimize=optimize is not False)
+        edgekit.export_onnx(source, path, quant=quantize, force=True, optimize=optimize is not False)
     return path
 
 

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from edgekit.errors import MissingDependencyError, SourceError
-from edgekit.manifest import cache_dir, write_json_atomic
+from edgekit.fileio import cache_dir, replace_folder, write_json_atomic
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 NAMES = ("minilm", "smollm2", "smollm2-gguf")
@@ -80,12 +79,8 @@ def smollm2_hf_folder(cache: Path | None = None) -> Path:
         tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
         _write_bytelevel_tokenizer(tok, tmp)
         (tmp / ".edgekit-source").write_text(key)
-        if out.exists():  # move the old folder aside first: readers never see a half-deleted one
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=".smollm2-old-"))
-            os.replace(out, old / "x")
-            shutil.rmtree(old, ignore_errors=True)
         try:
-            os.replace(tmp, out)
+            replace_folder(tmp, out)  # an old folder is moved aside first: readers never see a half-deleted one
         except OSError:
             if not (stamp.is_file() and stamp.read_text() == key):  # not a parallel builder that won the race
                 raise

@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import ConfigError, MissingDependencyError, SourceError, UnsupportedModelError
-from edgekit.manifest import SourceInfo, sha256_files
+from edgekit.fileio import sha256_files
+from edgekit.manifest import SourceInfo
+from edgekit.names import TASK_CHOICES, TASKS
 
-TASKS = ("text-generation", "feature-extraction", "text-classification")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _SAFETENSORS_DTYPES = {
@@ -66,7 +67,7 @@ def resolve_source(
     text = str(source)
     hub_id = None
     if text.startswith("packaged:"):
-        from edgekit import packaged
+        import edgekit.packaged as packaged
 
         path = packaged.resolve(text.split(":", 1)[1])
     else:
@@ -86,7 +87,8 @@ def resolve_source(
         names = ", ".join(p.name for p in weights[:3])
         raise SourceError(
             f"{path} has weights only as pickle files ({names}); loading a pickle runs code: "
-            "convert them to safetensors or pass --allow-pickle if you trust the source"
+            "convert them to safetensors or pass allow_pickle=True if you trust the source",
+            param="allow_pickle",
         )
     if not pickled:
         for w in weights:
@@ -218,11 +220,12 @@ def infer_task(config: dict[str, Any]) -> str:
         return "text-classification"
     raise UnsupportedModelError(
         f"cannot infer the task of this {config.get('model_type')} model (architectures: {archs or 'none'}): "
-        f"pass --task, one of {', '.join(TASKS)}"
+        f"pass task=, one of {', '.join(TASKS)}",
+        param="task",
     )
 
 
 def check_task(task: str) -> str:
-    if task not in (*TASKS, "auto"):
+    if task not in TASK_CHOICES:
         raise ConfigError(f"unknown task {task!r}: use auto or one of {', '.join(TASKS)}")
     return task

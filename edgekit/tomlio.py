@@ -25,8 +25,10 @@ except ModuleNotFoundError:  # Python 3.10
 def loads(text: str, where: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except ValueError as exc:  # TOMLDecodeError, or an integer of more digits than Python converts
         raise ConfigError(f"{where} is not valid TOML: {exc}") from exc
+    except RecursionError:  # tomllib recurses into nested arrays and inline tables
+        raise ConfigError(f"{where} is not valid TOML: arrays or tables nested too deeply") from None
 
 
 def load_file(path: str | os.PathLike) -> dict[str, Any]:

@@ -55,12 +55,14 @@ def smollm2_hf() -> Path:
 class ArtifactStore:
     """Exports each named artifact of the packaged models once per session."""
 
-    RECIPES = {
-        "minilm-fp32": ("minilm", "none"),
-        "minilm-int8": ("minilm", "int8"),
-        "smollm2-fp32": ("smollm2", "none"),
-        "smollm2-int8": ("smollm2", "int8"),
-        "smollm2-int4": ("smollm2", "int4"),
+    RECIPES = {  # name: (packaged model, quant, export path)
+        "minilm-fp32": ("minilm", "none", "auto"),
+        "minilm-int8": ("minilm", "int8", "auto"),
+        "smollm2-fp32": ("smollm2", "none", "optimum"),
+        "smollm2-int8": ("smollm2", "int8", "optimum"),
+        "smollm2-int4": ("smollm2", "int4", "optimum"),
+        "smollm2-fused-fp32": ("smollm2", "none", "fused"),  # export_onnx's default path for llama decoders
+        "smollm2-fused-int4": ("smollm2", "int4", "fused"),
     }
 
     def __init__(self, root: Path):
@@ -72,8 +74,8 @@ class ArtifactStore:
             from edgekit.exporters.onnx import export_onnx
             from edgekit.packaged import resolve
 
-            model, quant = self.RECIPES[name]
-            self.done[name] = export_onnx(resolve(model), self.root / name, quant=quant)
+            model, quant, via = self.RECIPES[name]
+            self.done[name] = export_onnx(resolve(model), self.root / name, quant=quant, via=via)
         return self.done[name]
 
 
@@ -123,3 +125,23 @@ def error_line(proc: subprocess.CompletedProcess) -> str:
     errors = [line for line in lines if line.startswith("edgekit: error:")]
     assert len(errors) == 1, f"expected one error line, got stderr:\n{proc.stderr}"
     return errors[0]
+
+
+@pytest.fixture
+def profile_toml(tmp_path):
+    """``profile_toml(drop=(), **overrides)`` -> path of a copy of the raspberry-pi-5 preset, edited."""
+    from edgekit import tomlio
+    from edgekit.targets.profile import preset_dir
+
+    def make(drop=(), name="my-device", **overrides) -> Path:
+        text = (preset_dir() / "raspberry-pi-5.toml").read_text()
+        data = tomlio.loads(text, "preset")
+        data["name"] = name
+        for key in drop:
+            data.pop(key)
+        data.update(overrides)
+        path = tmp_path / f"{name}.toml"
+        path.write_text(tomlio.dumps(data))
+        return path
+
+    return make

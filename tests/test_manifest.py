@@ -8,6 +8,7 @@ import os
 import pytest
 
 from edgekit.errors import ArtifactError, ConfigError
+from edgekit.fileio import staged_artifact
 from edgekit.manifest import (
     MANIFEST_NAME,
     SCHEMA_VERSION,
@@ -18,7 +19,6 @@ from edgekit.manifest import (
     SourceInfo,
     list_files,
     read_manifest,
-    staged_artifact,
     verify_files,
     write_manifest,
 )
@@ -110,6 +110,7 @@ def test_staged_artifact_force_replaces_only_on_success(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.txt").write_text("old")
+    (out / MANIFEST_NAME).write_text(json.dumps({"files": [{"path": "old.txt"}]}))  # an artifact: force may replace it
     with pytest.raises(ConfigError, match="already exists"):
         with staged_artifact(out, force=False):
             pass

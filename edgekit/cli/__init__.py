@@ -2,6 +2,11 @@
 
 User errors print one line on stderr and exit 2; a failed gate or backend
 failure exits 1; ``--debug`` (or ``EDGEKIT_DEBUG=1``) shows tracebacks instead.
+Ctrl-C prints ``edgekit: interrupted`` and exits 130; SIGTERM or SIGHUP while an
+artifact is staged removes the staging folder, prints ``edgekit: terminated`` and
+exits 128 + the signal number (143 for SIGTERM). ``edgekit serve`` (a server: edgekit/cli/serve.py,
+registered like every command module by ``_register``) treats SIGTERM and Ctrl-C as a request to
+stop: it shuts down gracefully and exits 0.
 Results go to stdout (``--json`` for machines), progress and errors to stderr.
 """
 
@@ -12,7 +17,7 @@ import sys
 
 import typer
 
-from edgekit import __version__
+from edgekit.version import __version__
 from edgekit.errors import EdgekitError
 
 app = typer.Typer(
@@ -55,10 +60,15 @@ def main(argv: list[str] | None = None) -> int:
     from typer._click.exceptions import NoArgsIsHelpError
     from typer.exceptions import TyperException
 
+    from edgekit.fileio import Terminated
+
     _register()
+    from edgekit.cli.output import log_to_stderr
+
+    log_to_stderr()  # library warnings (unverified file, remote retries, threads) as one line each
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="edgekit", standalone_mode=False)
+        code = command.main(args=argv, prog_name="edgekit", standalone_mode=False)
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
@@ -78,12 +88,20 @@ def main(argv: list[str] | None = None) -> int:
     except EdgekitError as exc:
         if _state["debug"]:
             raise
-        typer.echo(f"edgekit: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", err=True)
+        from edgekit.cli.output import error_line
+
+        typer.echo(f"edgekit: error: {error_line(exc)}", err=True)
         return exc.exit_code
+    except Terminated as exc:  # SIGTERM/SIGHUP while an artifact was staged: its cleanup has run
+        typer.echo("edgekit: terminated", err=True)
+        return exc.code
     except KeyboardInterrupt:
         typer.echo("edgekit: interrupted", err=True)
         return 130
-    return 0
+    if code == 130:  # typer turns Ctrl-C (KeyboardInterrupt) in a command into Exit(130) and returns its code
+        typer.echo("edgekit: interrupted", err=True)
+        return 130
+    return code if isinstance(code, int) else 0
 
 
 def entry() -> None:  # console_scripts entry point

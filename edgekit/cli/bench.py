@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from edgekit.cli import app
 from edgekit.cli.output import err, out, print_json
@@ -22,8 +23,8 @@ def rows_table(rows: list[dict[str, str]], title: str) -> Table:
     for c in cols:
         table.add_column(c, justify="left" if c in ("artifact", "format", "precision", "status", "gate", "target", "bound")
                          else "right", no_wrap=c == "artifact")
-    for row in rows:
-        table.add_row(*(row.get(c, "") for c in cols))
+    for row in rows:  # plain text: a label or an error holding [brackets] is not Rich markup
+        table.add_row(*(Text(row.get(c, "-")) for c in cols))
     return table
 
 
@@ -59,13 +60,21 @@ def bench_cmd(
         5, "--batch-reps", min=1,
         help="Encoders: timed calls per batch size (1, 8, 32) per run.",
     ),
-    json_file: Optional[str] = typer.Option(
-        None, "--json", metavar="FILE",
-        help="Write the JSON report to FILE ('-': print it instead of tables).",
+    device: List[str] = typer.Option(
+        [], "--device", "-d", show_default=False, metavar="NAME",
+        help="Run on this registered device over SSH ('edgekit devices add'); repeatable: devices run in parallel.",
+    ),
+    accept_new_host_key: bool = typer.Option(
+        False, "--accept-new-host-key", help="With --device: trust a device's SSH host key not yet in known_hosts.",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON report on stdout instead of the tables."),
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", metavar="FILE", show_default=False,
+        help="Also write the JSON report to FILE (checked writable before the runs start).",
     ),
     report: Optional[Path] = typer.Option(
-        None, "--report", metavar="DIR",
-        help="Write bench.json, bench.md and the bench.png chart into DIR.",
+        None, "--report", metavar="DIR", show_default=False,
+        help="Write bench.json, bench.md and the bench.png chart into DIR (checked before the runs start).",
     ),
 ):
     """Measure load time, time to first token, prefill and decode tokens/s, per-token latency p50/p90/p99 and peak RSS.
@@ -77,22 +86,32 @@ def bench_cmd(
     other runs are kept: exit 1; a bad artifact or option: exit 2.
     """
     from edgekit.errors import ArtifactError, BenchRunError, ConfigError
+    from edgekit.fileio import check_output_file, write_json_atomic
     from edgekit.profiler.bench import bench, report_errors
     from edgekit.profiler.report import check_report_dir, measured_rows, prediction_rows, write_report
     from edgekit.progress import RichProgress
 
+    stray = next((a for a in artifacts if a.suffix == ".json" and not a.exists()), None)
+    if as_json and stray is not None:  # the old '--json FILE'
+        raise ConfigError(f"{stray} is not an artifact: --json prints the report on stdout; write it to a file "
+                          f"with -o {stray}")
     if report is not None:
         check_report_dir(report)
-    json_path = None
-    if json_file not in (None, "-"):
-        json_path = Path(json_file).expanduser()
-        if json_path.is_dir() or not json_path.absolute().parent.is_dir():
-            raise ConfigError(f"--json {json_file}: not a writable file path")
-    result = bench(artifacts, targets=target, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, runs=runs,
-                   warmup=warmup, threads=threads, context=context, timeout=timeout, batch_reps=batch_reps,
-                   progress=RichProgress(err))
-    if json_file == "-":
+    json_path = check_output_file(output, "out") if output is not None else None
+    options = dict(targets=target, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, runs=runs, warmup=warmup,
+                   threads=threads, context=context, timeout=timeout, batch_reps=batch_reps, progress=RichProgress(err))
+    if device:  # on devices over SSH (edgekit/devices): measured there, predicted here, error in percent
+        from edgekit.devices.bench import bench_devices
+
+        result = bench_devices(artifacts, device, accept_new_host_key=accept_new_host_key, **options)
+    else:
+        result = bench(artifacts, **options)
+    if as_json:
         print_json(result.to_json())
+    elif device:
+        from edgekit.cli.devices import print_device_report
+
+        print_device_report(result)
     else:
         out.print(rows_table(measured_rows(result), f"measured on this machine ({result.settings.threads} threads)"))
         preds = prediction_rows(result)
@@ -103,8 +122,6 @@ def bench_cmd(
         err.print(f"[yellow]warning[/]: runs of {', '.join(busy)} waited >10% of their time for a CPU (busy host): "
                   "timings and predictions are pessimistic")
     if json_path is not None:
-        from edgekit.manifest import write_json_atomic
-
         write_json_atomic(json_path, result.to_json())
         err.print(f"[green]wrote[/] {json_path}")
     if report is not None:

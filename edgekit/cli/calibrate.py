@@ -39,6 +39,7 @@ def calibrate_cmd(
     The score is what the router computes: the chosen quantile of the probabilities of the first K
     generated tokens (greedy, through the model's chat template).
     """
+    from edgekit.fileio import check_output_file
     from edgekit.progress import RichProgress
     from edgekit.router import calibration as cal
     from edgekit.router.config import CONFIG_NAME, load_config, update_config
@@ -49,8 +50,8 @@ def calibrate_cmd(
     target = Path(config).expanduser() if config is not None else Path(os.environ.get("EDGEKIT_CONFIG") or CONFIG_NAME)
     policy = load_config(target, env=False).policy if target.is_file() else Policy()
     policy = policy.with_(**{k: v for k, v in {"first_k": first_k, "quantile": quantile}.items() if v is not None})
-    if write and not target.parent.exists():
-        raise ConfigError(f"cannot write {target}: the folder {target.parent} does not exist")
+    if write:  # before the questions run: the config is written at the end
+        check_output_file(target, "config")
     questions = cal.load_questions(data if data is not None else cal.shipped_set(), limit)
     model = load_model(artifact, threads, context)
     try:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import importlib.util
 from enum import Enum
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Annotated, Callable, List, Optional
 
 import typer
 
+from edgekit import quants
 from edgekit.cli import app
 from edgekit.cli.output import err, gate_table, human_size, out, print_json
 from edgekit.errors import ConfigError, QualityGateError
+from edgekit.names import TASK_CHOICES
 
 export_app = typer.Typer(
     help="Convert a Hugging Face model into an artifact folder (ONNX or GGUF), checked by the quality gate.",
@@ -20,11 +22,13 @@ export_app = typer.Typer(
 app.add_typer(export_app, name="export")
 
 
-class Task(str, Enum):
+Task = Enum("Task", {name.replace("-", "_"): name for name in TASK_CHOICES}, type=str)
+
+
+class Via(str, Enum):
     auto = "auto"
-    feature_extraction = "feature-extraction"
-    text_classification = "text-classification"
-    text_generation = "text-generation"
+    fused = "fused"
+    optimum = "optimum"
 
 
 class Int8Mode(str, Enum):
@@ -33,11 +37,15 @@ class Int8Mode(str, Enum):
     blockwise = "blockwise"
 
 
-class OnnxQuant(str, Enum):
-    none = "none"
-    int8 = "int8"
-    int4 = "int4"
-    fp16 = "fp16"
+def quant_option(format: str, *names: str, more_help: str = ""):
+    """The ``format`` exporter's quantization option: its choices and help read from :mod:`edgekit.quants`.
+
+    Commands annotate their quantization parameter with a call to this function. The command modules have
+    ``from __future__ import annotations``, so the annotation is evaluated only when Typer builds the
+    command (``typer.main.get_command``), from the table as it is then: a new row is a new choice.
+    """
+    choice = Enum(f"{format.capitalize()}Quant", {c: c for c in quants.choices(format)}, type=str)
+    return Annotated[choice, typer.Option(*names, help=quants.help_text(format) + more_help)]
 
 
 SOURCE_HELP = (
@@ -93,18 +101,24 @@ def export_onnx_cmd(
     source: str = typer.Argument(..., help=SOURCE_HELP, show_default=False),
     output: Path = typer.Option(..., "-o", "--output", help="Artifact folder to create (must not exist unless --force).", show_default=False),
     task: Task = typer.Option(Task.auto, "--task", help="What the model does; auto reads it from config.json."),
-    quantize: OnnxQuant = typer.Option(
-        OnnxQuant.none, "--quantize", "-q",
-        help="none (fp32); int8 (encoders: quantize_dynamic per-channel; decoders: 8-bit block-wise MatMulNBits, "
-        "see --int8-mode); int4 (weight-only MatMulNBits, output layer at 8 bits); fp16.",
-    ),
+    quant: quant_option("onnx", "--quantize", "--quant", "-q", more_help=" The int8 form: see --int8-mode.") = "none",
     int8_mode: Int8Mode = typer.Option(
         Int8Mode.auto, "--int8-mode",
         help="int8 form: dynamic (quantize_dynamic, per-channel weights, per-tensor activations), blockwise "
         "(MatMulNBits 8-bit, per-block activations); auto = dynamic for encoders, blockwise for decoders.",
     ),
+    via: Via = typer.Option(
+        Via.auto, "--via",
+        help="auto: decoders of covered families (llama, mistral, qwen2) are built as one fused graph from the "
+        "safetensors (fp32/int8/int4), the rest traced with optimum-onnx; fused: insist on the fused graph; "
+        "optimum: always trace with optimum-onnx.",
+    ),
     prompts: Optional[Path] = typer.Option(None, "--prompts", help="Gate prompts, one per line (default: 20 built-in prompts)."),
-    force: bool = typer.Option(False, "--force", help="Replace OUTPUT if it exists (only once the new artifact is complete)."),
+    force: bool = typer.Option(
+        False, "--force",
+        help="Replace OUTPUT if it is an edgekit artifact or an empty folder (only once the new artifact is complete); "
+        "any other folder is refused.",
+    ),
     threshold: List[str] = typer.Option([], "--threshold", help=THRESHOLD_HELP, show_default=False),
     no_gate: bool = typer.Option(False, "--no-gate", help="Skip the quality gate (the manifest records it as skipped)."),
     no_optimize: bool = typer.Option(
@@ -131,10 +145,10 @@ def export_onnx_cmd(
     fn = load_postprocess(postprocess) if postprocess else None
     try:
         artifact = export_onnx(
-            source, output, task=task.value, quantize=quantize.value, prompts=prompts, force=force,
+            source, output, task=task.value, quant=quant.value, prompts=prompts, force=force,
             thresholds=parse_threshold_overrides(threshold), run_gate=not no_gate, allow_pickle=allow_pickle,
             revision=revision, threads=threads, postprocess=fn, int8_mode=int8_mode.value, optimize=not no_optimize,
-            progress=RichProgress(err),
+            via=via.value, progress=RichProgress(err),
         )
     except QualityGateError as exc:
         report_gate_failure(exc)
@@ -153,9 +167,9 @@ def gate_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the gate report as JSON."),
 ):
     """Re-run the quality gate of an existing artifact against its original model (exit 1 when it fails)."""
-    from edgekit.exporters.onnx import gate_artifact
+    from edgekit.exporters import gate_artifact
     from edgekit.progress import RichProgress
-    from edgekit.quality import parse_threshold_overrides
+    from edgekit.quality import parse_threshold_overrides, raise_if_failed
 
     report = gate_artifact(
         artifact, source, prompts=prompts, thresholds=parse_threshold_overrides(threshold),
@@ -165,5 +179,4 @@ def gate_cmd(
         print_json(report.model_dump(mode="json"))
     else:
         out.print(gate_table([(report.precision or "artifact", report)]))
-    if report.status == "failed":
-        raise QualityGateError("quality gate failed: " + "; ".join(report.failures), report)
+    raise_if_failed(report)

@@ -2,41 +2,41 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from edgekit.cli.export import SOURCE_HELP, THRESHOLD_HELP, export_app, report_gate_failure, report_result
+from edgekit import quants
+from edgekit.cli.export import (
+    SOURCE_HELP,
+    THRESHOLD_HELP,
+    export_app,
+    quant_option,
+    report_gate_failure,
+    report_result,
+)
 from edgekit.cli.output import err
 from edgekit.errors import QualityGateError
 
 
-class GgufQuant(str, Enum):
-    f32 = "f32"
-    f16 = "f16"
-    bf16 = "bf16"
-    q8_0 = "q8_0"
-    q6_k = "q6_k"
-    q5_k_m = "q5_k_m"
-    q4_k_m = "q4_k_m"
-    q4_0 = "q4_0"
-
-
-QUANT_HELP = (
-    "f32, f16, bf16 are written by the converter; q8_0, q6_k, q5_k_m, q4_k_m, q4_0 are made by llama.cpp's "
-    "quantizer from an f16 intermediate (which is gated too)."
-)
+def _made_by(format: str = "gguf") -> str:
+    direct = ", ".join(q.name for q in quants.rows(format, export=True) if q.direct)
+    return (f" {direct} are written by the converter; the others are made by llama.cpp's quantizer from an f16 "
+            "intermediate (which is gated too).")
 
 
 @export_app.command("gguf")
 def export_gguf_cmd(
     source: str = typer.Argument(..., help=SOURCE_HELP, show_default=False),
     output: Path = typer.Option(..., "-o", "--output", help="Artifact folder to create (must not exist unless --force).", show_default=False),
-    quant: GgufQuant = typer.Option(GgufQuant.f16, "--quant", "-q", help=QUANT_HELP),
+    quant: quant_option("gguf", "--quant", "-q", more_help=_made_by()) = "f16",
     prompts: Optional[Path] = typer.Option(None, "--prompts", help="Gate prompts, one per line (default: 20 built-in prompts)."),
-    force: bool = typer.Option(False, "--force", help="Replace OUTPUT if it exists (only once the new artifact is complete)."),
+    force: bool = typer.Option(
+        False, "--force",
+        help="Replace OUTPUT if it is an edgekit artifact or an empty folder (only once the new artifact is complete); "
+        "any other folder is refused.",
+    ),
     threshold: List[str] = typer.Option([], "--threshold", help=THRESHOLD_HELP, show_default=False),
     no_gate: bool = typer.Option(False, "--no-gate", help="Skip the quality gate (the manifest records it as skipped)."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Accept pickle (.bin) weights; loading a pickle runs code."),

@@ -12,7 +12,8 @@ from edgekit.cli.output import manifest_tables, out, print_json
 
 @app.command("inspect")
 def inspect_cmd(
-    artifact: Path = typer.Argument(..., help="An artifact folder made by 'edgekit export'.", show_default=False),
+    artifact: Path = typer.Argument(..., help="An artifact folder made by 'edgekit export', or a package made by "
+                                    "'edgekit package'.", show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check every file's size and sha256 against the manifest."),
 ):
@@ -20,8 +21,14 @@ def inspect_cmd(
 
     Exits 2 when a file is missing or does not match its recorded sha256.
     """
-    from edgekit.manifest import read_manifest, verify_files
+    from edgekit.manifest import MANIFEST_NAME, read_manifest, verify_files
+    from edgekit.package.schema import is_package
 
+    if is_package(artifact) and not (artifact / MANIFEST_NAME).is_file():  # a package made by 'edgekit package'
+        from edgekit.cli.package import show_package
+
+        show_package(artifact, as_json=as_json, verify=verify)
+        return
     manifest = read_manifest(artifact)
     if verify:
         verify_files(artifact, manifest, hashes=True, use_stamps=False)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 from typing import Any
 
 from rich.console import Console
@@ -13,6 +15,91 @@ from edgekit.quality import METRICS
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class StderrLogHandler(logging.Handler):
+    """edgekit's log records on stderr, one line each, warnings worded as the CLI's own
+    (``warning: ...``): an unverified bare model file, a remote retrying, too many threads."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from rich.markup import escape
+
+        try:
+            text = escape(" ".join(record.getMessage().split()))
+            err.print(f"[yellow]warning[/]: {text}" if record.levelno >= logging.WARNING else text)
+        except Exception:  # a log line must never cost the answer
+            self.handleError(record)
+
+
+def log_to_stderr(level: int = logging.WARNING) -> None:
+    """Show the ``edgekit`` loggers' records at ``level`` and above on stderr (once per process)."""
+    logger = logging.getLogger("edgekit")
+    if not any(isinstance(h, StderrLogHandler) for h in logger.handlers):
+        logger.addHandler(StderrLogHandler())
+    logger.setLevel(level)
+
+
+# The flag that sets each library parameter an error message may name (EdgekitError.params, worded as
+# ``name=value``, ``name=True`` or a leading ``name``). A parameter missing here stays in its Python wording.
+FLAGS: dict[str, str] = {
+    "accept_new_host_key": "--accept-new-host-key",  # devices over SSH
+    "allow_pickle": "--allow-pickle",
+    "api_key_files": "--api-key-file",  # edgekit.serve: the client keys
+    "api_keys": "--api-key",
+    "base_url": "--remote",  # RemoteLLM(base_url=)
+    "calibration": "--calibration",
+    "config": "--config",  # an edgekit.toml to read or update
+    "context": "--context",
+    "ep": "--ep",  # edgekit.package(ep=)
+    "decision_log": "--decision-log",
+    "device": "--device",
+    "folder": "--report",  # profiler.report.write_report(folder=)
+    "force": "--force",
+    "gen_tokens": "--gen-tokens",
+    "head_dim": "--head-dim",
+    "host": "--host",  # edgekit.serve.server.bind(host=)
+    "kv_heads": "--kv-heads",
+    "layers": "--layers",
+    "mmap": "--mmap",  # edgekit.package(mmap=)
+    "llama_cpp_converter": "--llama-cpp-converter",
+    "model": "--model",  # RemoteLLM(model=): the remote's model name
+    "optimize": "--optimize",  # optimize=False: --no-optimize
+    "out": "-o/--output",
+    "params": "--params",
+    "port": "--port",  # edgekit.serve.server.bind(port=)
+    "platform": "--platform",  # edgekit.package(platform=)
+    "prompt_tokens": "--prompt-tokens",
+    "python": "--python",  # devices setup --python PATH
+    "quant": "--quant",
+    "save": "--save",  # targets detect --save FILE.toml
+    "source": "--source",  # gate_artifact(source=): the original model
+    "target": "--target",
+    "task": "--task",
+    "threads": "--threads",
+    "threshold": "--threshold",
+}
+
+
+def error_line(exc: BaseException) -> str:
+    """The one line the CLI prints for an edgekit error: its message's first line, with the
+    parameters it names worded as flags (``quant=bf16`` -> ``--quant bf16``, ``force=True`` ->
+    ``--force``, ``optimize=False`` -> ``--no-optimize``, a leading ``context`` -> ``--context``)."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    for name in getattr(exc, "params", ()):
+        flag = FLAGS.get(name)
+        if flag is None:
+            continue
+        negated = "--no-" + flag.rsplit("/", 1)[-1].removeprefix("--")
+        word = rf"(?<![\w.-]){re.escape(name)}="
+        for pattern, flag_text in (
+            (word + r"True\b", flag),  # force=True -> --force
+            (word + r"False\b", negated),  # optimize=False -> --no-optimize
+            (word + r"(?=[\s,;:)]|$)", flag),  # "choose another out=" -> "choose another -o/--output"
+            (word, flag + " "),  # quant=bf16 -> --quant bf16
+            (rf"^{re.escape(name)}\b(?!=)", flag),  # "context must be ..." -> "--context must be ..."
+        ):
+            text = re.sub(pattern, lambda _, f=flag_text: f, text)
+    return text
 
 
 def print_json(data: Any) -> None:

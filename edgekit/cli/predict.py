@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
+from edgekit import quants
 from edgekit.cli import app
 from edgekit.cli.output import err, human_size, out, print_json
 
@@ -24,7 +25,8 @@ def predict_cmd(
     params: Optional[str] = typer.Option(None, "--params", help="Model size without an artifact: 3.2B, 135M, 7e9."),
     quant: Optional[str] = typer.Option(
         None, "--quant",
-        help="With --params: a GGUF type (q4_k_m, q8_0, f16 ...) or an ONNX precision (fp32, fp16, int8, int4).",
+        help="With --params: a GGUF type (" + ", ".join(q.name for q in quants.rows("gguf", export=True))
+        + " and llama.cpp's other types) or an ONNX precision (" + ", ".join(q.name for q in quants.rows("onnx")) + ").",
     ),
     layers: Optional[int] = typer.Option(
         None, "--layers", min=1,
@@ -107,7 +109,8 @@ def predict_cmd(
     out.print(table)
     if not shape.kv_bytes_per_position:
         out.print("KV cache not counted: pass --layers, --kv-heads and --head-dim for the memory need at --context.")
-    out.print(f"calibrated on {cal.artifact} ({cal.backend}, {cal.threads} threads) on {cal.host}, {cal.measured_at}")
+    how = f"{cal.threads} thread{'' if cal.threads == 1 else 's'}{', CPU time' if cal.timing == 'cpu' else ''}"
+    out.print(f"calibrated on {cal.artifact} ({cal.backend}, {how}) on {cal.host}, {cal.measured_at}")
     if (cal.cpu_wait_fraction or 0.0) > 0.10:
         err.print(f"[yellow]warning[/]: the calibration run waited {cal.cpu_wait_fraction:.0%} of its time for a CPU "
                   "(busy host): the predictions are pessimistic")

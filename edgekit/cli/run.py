@@ -11,13 +11,18 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
 import typer
 
 from edgekit.cli import app
 from edgekit.cli.output import err, print_json
 from edgekit.errors import ConfigError
+from edgekit.fileio import check_output_file
+
+if TYPE_CHECKING:
+    from edgekit.runtimes.base import GenerationConfig, Model
+    from edgekit.runtimes.tier import Tier
 
 ARTIFACT_HELP = "An artifact folder made by 'edgekit export', a bare .gguf or .onnx file, or packaged:smollm2-gguf."
 
@@ -33,7 +38,7 @@ def resolve_artifact(spec: str) -> Path:
     return Path(spec).expanduser()
 
 
-def load_model(spec: str, threads: int | None, context: int | None):
+def load_model(spec: str, threads: int | None, context: int | None) -> Model:
     """Load with a spinner on stderr (loading and verifying hashes can take seconds)."""
     import edgekit
     from edgekit.progress import RichProgress
@@ -43,7 +48,7 @@ def load_model(spec: str, threads: int | None, context: int | None):
         return edgekit.load(path, threads=threads, context=context)
 
 
-def generation_config(**settings):
+def generation_config(**settings) -> GenerationConfig:
     from edgekit.runtimes.base import GenerationConfig
 
     return GenerationConfig(**settings)
@@ -67,8 +72,11 @@ def _fmt_confidence(c: dict[str, float], k: int | None) -> str:
     )
 
 
-def answer(target, request, cfg, *, as_json: bool, first_k: int) -> str:
-    """Stream one answer to stdout (or collect it for --json), then report; returns the text."""
+def answer(target: Tier, request: tuple[str, Any], cfg: GenerationConfig, *, as_json: bool, first_k: int) -> str:
+    """Stream one answer of any tier to stdout (or collect it for --json), then report; returns the text.
+
+    ``request`` is ("chat", messages) or ("generate", prompt). A Router's stream carries its decision.
+    """
     from edgekit.runtimes.base import confidence_summary
 
     kind, payload = request
@@ -90,8 +98,8 @@ def answer(target, request, cfg, *, as_json: bool, first_k: int) -> str:
         if close is not None:
             close()
     text = "".join(parts)
-    decision = getattr(events, "decision", None)
-    tier = decision.tier if decision is not None else "local"
+    decision = getattr(events, "decision", None)  # a Router's stream says which tier answered
+    tier = decision.tier if decision is not None else "remote" if getattr(target, "backend", "") == "remote" else "local"
     conf = confidence_summary(probs, ents) if probs and tier == "local" else None
     head = confidence_summary(probs[:first_k], ents[:first_k]) if conf else None
     if as_json:
@@ -118,7 +126,8 @@ def run_cmd(
     prompt: Optional[str] = typer.Option(None, "-p", "--prompt", help="The prompt ('-' reads it from stdin).", show_default=False),
     chat: bool = typer.Option(False, "--chat", help="Interactive chat with the model's chat template: one message per stdin line, until EOF or /exit; the history is kept."),
     system: Optional[str] = typer.Option(None, "--system", help="A system message for --chat (with -p it sends the prompt as a chat message)."),
-    template: bool = typer.Option(False, "--template", help="Send -p through the model's chat template as one user message."),
+    raw: bool = typer.Option(False, "--raw", help="Send -p as plain text to continue, without the model's chat template."),
+    template: bool = typer.Option(False, "--template", help="Deprecated, does nothing: -p goes through the model's chat template by default (--raw: plain text)."),
     max_tokens: int = typer.Option(128, "--max-tokens", "-n", min=1, help="Most tokens to generate."),
     temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 is greedy."),
     top_k: int = typer.Option(0, "--top-k", min=0, help="Sample from the k most likely tokens (0: off)."),
@@ -126,7 +135,7 @@ def run_cmd(
     repeat_penalty: float = typer.Option(1.0, "--repeat-penalty", help="> 1 discourages repeats (1: off)."),
     stop: List[str] = typer.Option([], "--stop", help="Stop when this text appears (repeatable).", show_default=False),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for sampling."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for the local model."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for the local model (more than the CPUs warns; over 4x them is refused)."),
     context: Optional[int] = typer.Option(None, "--context", min=2, help="Local context window in tokens."),
     remote: Optional[str] = typer.Option(None, "--remote", help="OpenAI-compatible base URL of the remote tier (e.g. http://127.0.0.1:8080/v1): route through the fallback router.", show_default=False),
     model_name: Optional[str] = typer.Option(None, "--model", help="The remote's model name.", show_default=False),
@@ -136,11 +145,14 @@ def run_cmd(
     threshold: Optional[float] = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Low-confidence threshold (overrides the config).", show_default=False),
     first_k: Optional[int] = typer.Option(None, "--first-k", min=1, help="Tokens the confidence is measured over.", show_default=False),
     ttft_budget: Optional[float] = typer.Option(None, "--ttft-budget", min=0.0, help="Seconds: a slower local first token goes remote.", show_default=False),
-    total_budget: Optional[float] = typer.Option(None, "--total-budget", min=0.0, help="Seconds: a local answer unfinished by then goes remote.", show_default=False),
+    total_budget: Optional[float] = typer.Option(None, "--total-budget", min=0.0, help="Seconds for the whole answer: a local answer unfinished by then goes remote, which must be done by then too (given at least 30 s, policy remote_min_s).", show_default=False),
     decision_log: Optional[Path] = typer.Option(None, "--decision-log", help="Append one JSON line per request to this file.", show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per answer (text, timings, confidence, decision) instead of streaming."),
 ):
-    """Generate from a prompt (-p) or chat (--chat), streaming tokens as they come.
+    """Answer a prompt (-p) or chat (--chat), streaming tokens as they come.
+
+    -p goes through the model's chat template as one user message, as ollama and llama-cli do (a model
+    without one gets the plain text); --raw sends the plain text for the model to continue.
 
     Prints prefill/decode tokens per second and a confidence summary on stderr. With a remote
     (--remote URL --model NAME, or configured) the router decides which tier answers and prints
@@ -156,18 +168,24 @@ def run_cmd(
         prompt = sys.stdin.read()
     if prompt is not None and not prompt.strip():
         raise ConfigError("the prompt is empty: pass some text with -p")
+    if raw and (chat or system or template):
+        used = "--chat" if chat else "--system" if system else "--template"
+        raise ConfigError(f"--raw sends plain text without the chat template, {used} needs the template: pass one of them")
     router_cfg = _router_config(config, remote, model_name, api_key_env, threshold, first_k, ttft_budget, total_budget, decision_log, local_only)
     remote_llm = router_cfg.make_remote() if router_cfg is not None else None
     model = load_model(artifact, threads, context)
     try:
-        target = router_cfg.make_router(model, remote_llm) if remote_llm is not None else model
+        target: Tier = router_cfg.make_router(model, remote_llm) if remote_llm is not None else model
         k = router_cfg.policy.first_k if router_cfg is not None else (first_k or 8)
         if chat:
             _chat_loop(target, cfg, system, as_json=as_json, first_k=k)
-        elif system or template:
+        elif system or (model.chat_template and not raw):
             msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
             answer(target, ("chat", msgs), cfg, as_json=as_json, first_k=k)
         else:
+            if not raw:
+                err.print(f"note: {Path(artifact).name} has no chat template: the prompt goes in as plain text",
+                          markup=False)
             answer(target, ("generate", prompt), cfg, as_json=as_json, first_k=k)
     finally:
         if remote_llm is not None:
@@ -195,10 +213,12 @@ def _router_config(config, remote, model_name, api_key_env, threshold, first_k, 
         if given:
             raise ConfigError(f"{', '.join(given)} only apply when routing: pass --remote URL too (or configure a remote)")
         return None
+    if cfg.log_path() is not None:  # before any model loads: the log is appended to after each answer
+        check_output_file(cfg.log_path(), "decision_log", append=True, make_folders=True)
     return cfg
 
 
-def _chat_loop(target, cfg, system: str | None, *, as_json: bool, first_k: int) -> None:
+def _chat_loop(target: Tier, cfg: GenerationConfig, system: str | None, *, as_json: bool, first_k: int) -> None:
     history: list[dict] = [{"role": "system", "content": system}] if system else []
     interactive = sys.stdin.isatty()
     while True:

@@ -101,8 +101,12 @@ def show_cmd(
 def detect_cmd(
     save: Optional[Path] = typer.Option(None, "--save", metavar="FILE.toml", help="Write the detected profile to this .toml file."),
     name: str = typer.Option("host", "--name", help="Profile name to record (lower case, digits, '-')."),
-    force: bool = typer.Option(False, "--force", help="Replace the --save file if it exists."),
+    force: bool = typer.Option(False, "--force", help="Replace the --save file if it is a target profile (any other file is refused)."),
     as_json: bool = typer.Option(False, "--json", help="Print the detected profile as JSON."),
+    device: Optional[str] = typer.Option(
+        None, "--device", metavar="NAME", help="Measure this registered device over SSH instead of this machine: "
+        "the profile (named after it) is kept, in --save or the config folder, for its predictions."),
+    accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key", help="With --device: trust a new host key."),
 ):
     """Read this machine (cores, ISA flags, RAM) and measure memory bandwidth and fp32/int8 compute (a few seconds).
 
@@ -110,17 +114,28 @@ def detect_cmd(
     thread and with all threads; a busy machine measures lower, and the profile notes how long threads
     waited for a CPU.
     """
+    from edgekit.fileio import check_output_file
     from edgekit.progress import RichProgress
     from edgekit.targets.detect import detect
     from edgekit.errors import ConfigError
-    from edgekit.targets.profile import NAME_RE, save_profile
+    from edgekit.targets.profile import NAME_RE, check_profile_path, save_profile
 
+    if device is not None:  # measured on the device (edgekit/devices), kept as its profile
+        from edgekit.devices.bench import detect_device
+
+        profile, written = detect_device(device, save=save, force=force, accept_new_host_key=accept_new_host_key)
+        print_json(profile.model_dump(mode="json")) if as_json else _print_profile(profile)
+        err.print(f"saved {written}: bench --device {device} now predicts with it", markup=False)
+        return
     if not NAME_RE.match(name):
         raise ConfigError(f"--name {name!r} must be lower case letters, digits, '.', '_' or '-'")
     if save is not None and save.suffix != ".toml":
         raise ConfigError(f"--save {save}: a target profile file must end in .toml")
     if save is not None and save.exists() and not force:
         raise ConfigError(f"{save} already exists: choose another --save path or pass --force")
+    if save is not None:  # before measuring: a folder that takes the file; --force replaces only a target profile
+        check_output_file(save, "save")
+        check_profile_path(save, force)
     profile = detect(name=name, progress=RichProgress(err))
     written = save_profile(profile, save, force=force) if save is not None else None
     if as_json:

@@ -208,7 +208,7 @@ def optimize_decoder(path: Path, n_heads: int | None, n_kv_heads: int | None, he
     import onnx
 
     from edgekit.errors import ExportError
-    from edgekit.exporters.onnx_quant import _needs_external, _save, model_files
+    from edgekit.exporters.onnx_quant import model_files, needs_external_data, save_model
 
     if not _grouped(n_heads, n_kv_heads, head_dim):
         return []
@@ -219,7 +219,7 @@ def optimize_decoder(path: Path, n_heads: int | None, n_kv_heads: int | None, he
             return []
         tmp = path.parent / ".rewrite"
         tmp.mkdir()
-        _save(model, tmp / path.name, _needs_external(path))
+        save_model(model, tmp / path.name, needs_external_data(path))
         del model
         for f in model_files(path):
             f.unlink()
@@ -230,6 +230,7 @@ def optimize_decoder(path: Path, n_heads: int | None, n_kv_heads: int | None, he
         raise
     except Exception as exc:  # onnx raises many types; translate at the boundary
         raise ExportError(
-            f"the attention graph rewrite failed ({type(exc).__name__}: {str(exc)[:200]}): export with --no-optimize"
+            f"the attention graph rewrite failed ({type(exc).__name__}: {str(exc)[:200]}): export with optimize=False",
+            param="optimize",
         ) from exc
     return [f"share_kv_heads: {n} attention blocks read the KV cache in place of repeat_kv copies"]

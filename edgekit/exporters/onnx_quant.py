@@ -30,12 +30,10 @@ from typing import Any
 
 from edgekit.errors import ExportError, MissingDependencyError
 
-QUANTIZATIONS = ("none", "int8", "int4", "fp16")
-PRECISION = {"none": "fp32", "int8": "int8", "int4": "int4", "fp16": "fp16"}
 TWO_GB = 2 * 1024**3
 
 
-def _needs_external(model_path: Path) -> bool:
+def needs_external_data(model_path: Path) -> bool:
     total = model_path.stat().st_size
     for p in model_path.parent.iterdir():
         if p.name.startswith(model_path.name) and p != model_path and p.suffix in (".data", ".onnx_data"):
@@ -43,7 +41,7 @@ def _needs_external(model_path: Path) -> bool:
     return total > TWO_GB
 
 
-def _save(model, out: Path, external: bool) -> None:
+def save_model(model, out: Path, external: bool) -> None:
     import onnx
 
     if external:
@@ -117,18 +115,21 @@ def _nbits(src: Path, out: Path, external: bool, bits: int, symmetric: bool) -> 
         # at 4 bits it alone doubled SmolLM2's next-token KL
         model = run(model, 8, head)
         params["output_layer_bits"] = 8
-    _save(run(model, bits, None), out, external)
+    save_model(run(model, bits, None), out, external)
     return "matmul_nbits", params
 
 
 def quantize(src: Path, out: Path, method: str, *, decoder: bool = False, int8_mode: str = "auto") -> tuple[str, dict[str, Any]]:
-    """Write the ``method`` quantization of ``src`` to ``out``; return (onnxruntime tool used, its parameters)."""
+    """Write the ``method`` quantization of ``src`` to ``out``; return (onnxruntime tool used, its parameters).
+
+    ``method``: the name of an ONNX row of :mod:`edgekit.quants` that needs a quantizer pass (int8, int4, fp16).
+    """
     try:
         import onnx
         import onnxruntime.quantization as ortq
     except ImportError as exc:
         raise MissingDependencyError("onnx (for quantization)", "export") from exc
-    external = _needs_external(src)
+    external = needs_external_data(src)
     logging.getLogger("onnxruntime.quantization").setLevel(logging.ERROR)
     try:
         if method == "int8" and (int8_mode == "dynamic" or (int8_mode == "auto" and not decoder)):
@@ -143,7 +144,7 @@ def quantize(src: Path, out: Path, method: str, *, decoder: bool = False, int8_m
             from onnxruntime.transformers.float16 import convert_float_to_float16
 
             model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
-            _save(model, out, external)
+            save_model(model, out, external)
             return "float16", {"keep_io_types": True}
     except (MemoryError, KeyboardInterrupt):
         raise

@@ -10,16 +10,18 @@ packaged SmolLM2 GGUF when the quantization is a GGUF type.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from edgekit.errors import ConfigError, SourceError
+from edgekit.fileio import parse_json
 from edgekit.profiler.roofline import Calibration, Prediction, load_calibration
 from edgekit.profiler.roofline import predict as roofline_predict
-from edgekit.profiler.shape import ModelShape, artifact_shape, parse_params, shape_from_params
+from edgekit.profiler.shape import ModelShape, artifact_shape, check_count, parse_params, shape_from_params
 from edgekit.progress import Progress, ensure
-from edgekit.targets.profile import TargetProfile, resolve_target
+from edgekit.strict import load_versioned
+from edgekit.targets.profile import TargetProfile
+from edgekit.targets.resolve import resolve_target
 
 QUICK = {"prompt_tokens": 64, "gen_tokens": 32, "runs": 1, "warmup": 0}
 
@@ -28,24 +30,38 @@ def calibration_from_report(path: str | os.PathLike, backend: str) -> Calibratio
     """The first calibration of ``backend`` in a bench JSON report."""
     p = Path(path).expanduser()
     try:
-        data = json.loads(p.read_text())
+        data = parse_json(p.read_bytes())
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"--calibration {p} is not a readable bench JSON report ({exc})") from exc
+        raise ConfigError(f"calibration={p} is not a readable bench JSON report ({exc})", param="calibration") from exc
     if not isinstance(data, dict) or data.get("schema") != "edgekit.bench":
-        raise ConfigError(f"--calibration {p} is not an edgekit bench report (no \"schema\": \"edgekit.bench\")")
-    for result in data.get("results", []):
+        raise ConfigError(f"calibration={p} is not an edgekit bench report (no \"schema\": \"edgekit.bench\")",
+                          param="calibration")
+    results = data.get("results", [])
+    for result in results if isinstance(results, list) else ():
         cal = result.get("calibration") if isinstance(result, dict) else None
-        if cal and cal.get("backend") == backend and cal.get("kind") == "decoder":
-            return Calibration.model_validate(cal)
-    raise ConfigError(f"--calibration {p} holds no {backend} decoder calibration: bench a {backend} artifact")
+        if isinstance(cal, dict) and cal.get("backend") == backend and cal.get("kind") == "decoder":
+            try:
+                return load_versioned(Calibration, cal, where=f"calibration={p}", error=ConfigError,
+                                      hint="bench again with this edgekit")
+            except ConfigError as exc:
+                raise ConfigError(str(exc), param="calibration") from exc
+    raise ConfigError(f"calibration={p} holds no {backend} decoder calibration: bench a {backend} artifact",
+                      param="calibration")
 
 
 def quick_calibration(artifact: str | os.PathLike, threads: int | None, progress: Progress | None) -> Calibration:
-    """Calibrate on the host with one short run of ``artifact``."""
+    """Calibrate on the host with one short run of ``artifact``.
+
+    ``threads`` is the target's thread count; the host runs at most as many threads as it has CPUs (the
+    roofline carries a calibration to other thread counts), so a 16-core target can be predicted from a
+    2-core host.
+    """
     from edgekit.errors import BenchRunError
     from edgekit.profiler.bench import bench
+    from edgekit.runtimes.threads import available_cpus
 
-    report = bench([artifact], threads=threads, progress=progress, **QUICK)
+    host_threads = min(threads, available_cpus()) if threads else None
+    report = bench([artifact], threads=host_threads, progress=progress, **QUICK)
     result = report.results[0]
     if result.calibration is None:
         raise BenchRunError(f"calibration run of {artifact} failed: {result.error}")
@@ -71,7 +87,8 @@ def _calibration_for(shape: ModelShape, artifact, calibration, threads, progress
             pass
     raise ConfigError(
         f"no {shape.backend} calibration on this machine yet: run 'edgekit bench' on any "
-        f"{'GGUF' if shape.backend == 'llama.cpp' else 'ONNX'} decoder artifact once, or pass --calibration REPORT.json"
+        f"{'GGUF' if shape.backend == 'llama.cpp' else 'ONNX'} decoder artifact once, or pass calibration=REPORT.json",
+        param="calibration",
     )
 
 
@@ -93,20 +110,33 @@ def predict_full(
     """:func:`predict`, also returning the model shape and the calibration it used."""
     profile = target if isinstance(target, TargetProfile) else resolve_target(target)
     if (artifact is None) == (params is None):
-        raise ConfigError("pass either an artifact or --params with --quant")
-    if context is not None and (not isinstance(context, int) or context < 2):
-        raise ConfigError(f"--context must be an integer >= 2, got {context!r}")
-    for name, v in (("prompt-tokens", prompt_tokens), ("gen-tokens", gen_tokens)):
-        if not isinstance(v, int) or v < 1:
-            raise ConfigError(f"--{name} must be an integer >= 1, got {v!r}")
+        raise ConfigError("pass either an artifact or params= with quant=", param=("params", "quant"))
+    check_count("context", context, minimum=2)
+    check_count("prompt_tokens", prompt_tokens, required=True)
+    check_count("gen_tokens", gen_tokens, required=True)
     if artifact is not None:
         shape = artifact_shape(artifact)
     else:
         if not quant:
-            raise ConfigError("--params needs --quant (a GGUF type such as q4_k_m, or an ONNX precision such as int4)")
+            raise ConfigError("params needs quant= (a GGUF type such as q4_k_m, or an ONNX precision such as int4)",
+                              param=("params", "quant"))
         shape = shape_from_params(parse_params(params), quant, layers=layers, kv_heads=kv_heads, head_dim=head_dim,
                                   context=context)
     cal = _calibration_for(shape, artifact, calibration, threads, ensure(progress))
     pred = roofline_predict(shape, profile, cal, threads=threads, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens,
                             context=context)
     return pred, shape, cal
+
+
+def bench(artifacts, *, device: str | list[str] | tuple[str, ...] = (), **options):
+    """Bench artifacts on this machine (:func:`edgekit.profiler.bench.bench`), or with ``device=`` (a registered
+    device name or several) on those devices over SSH, in parallel (:func:`edgekit.devices.bench.bench_devices`:
+    measured there, with edgekit's prediction for each device and its error). Same options, same report schema.
+    """
+    if not device:
+        from edgekit.profiler.bench import bench as bench_here
+
+        return bench_here(artifacts, **options)
+    from edgekit.devices.bench import bench_devices
+
+    return bench_devices(artifacts, [device] if isinstance(device, str) else list(device), **options)

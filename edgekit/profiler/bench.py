@@ -10,7 +10,9 @@ counted in the medians.
 
 After the runs, the artifact's host measurements become a roofline calibration
 (roofline.py) against the host profile (targets/detect.py), and each requested
-target gets a prediction beside the host measurement.
+target gets a prediction beside the host measurement. The calibration is made on
+the CPU times of a one-thread run (``_calibrate``: one more run when the bench
+used more threads), which a busy host does not disturb.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgekit import __version__
+from edgekit.version import __version__
 from edgekit.errors import ConfigError
-from edgekit.manifest import MANIFEST_NAME, now_iso, read_manifest, verify_files
+from edgekit.artifact import ResolvedArtifact, resolve_artifact
+from edgekit.manifest import Manifest, now_iso
 from edgekit.profiler.roofline import calibrate, predict, save_calibration
 from edgekit.profiler.schema import (
     ArtifactResult, BatchSummary, BenchReport, BenchSettings, DecoderSummary, EncoderSummary, GateSummary, Percentiles,
@@ -36,7 +39,9 @@ from edgekit.profiler.schema import (
 )
 from edgekit.profiler.shape import ModelShape, artifact_shape
 from edgekit.progress import Progress, ensure
-from edgekit.targets.profile import TargetProfile, resolve_target
+from edgekit.runtimes.threads import check_threads
+from edgekit.targets.profile import TargetProfile
+from edgekit.targets.resolve import resolve_target
 
 GATE_METRIC = {"decoder": "top1", "encoder": "cos_mean", "classifier": "label_agreement"}
 
@@ -175,10 +180,10 @@ def summarize_encoder(runs: list[dict]) -> EncoderSummary:
                           batches=batches)
 
 
-def gate_summary(path: Path, kind: str) -> GateSummary | None:
-    if not (path.is_dir() and (path / MANIFEST_NAME).is_file()):
+def gate_summary(manifest: Manifest | None, kind: str) -> GateSummary | None:
+    if manifest is None:
         return None
-    gate = read_manifest(path).gate
+    gate = manifest.gate
     metric = GATE_METRIC.get(kind)
     return GateSummary(status=gate.status, metric=metric if metric in gate.metrics else None,
                        value=gate.metrics.get(metric), metrics=dict(gate.metrics))
@@ -191,18 +196,13 @@ def _check_int(name: str, value, minimum: int) -> None:
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
-def preflight(path: str | os.PathLike) -> tuple[Path, ModelShape, str, str]:
-    """Refuse a path that is not a benchable artifact before any run: (path, shape, format, precision)."""
-    p = Path(path).expanduser()
-    shape = artifact_shape(p)  # ArtifactError for missing, foreign or unreadable files
-    if p.is_dir():
-        m = read_manifest(p)
-        verify_files(p, m, hashes=False)
-        return p, shape, m.format, m.precision
-    return p, shape, "gguf" if p.suffix == ".gguf" else "onnx", shape.quant
+def preflight(path: str | os.PathLike) -> tuple[ResolvedArtifact, ModelShape]:
+    """Refuse a path that is not a benchable artifact before any run: (the resolved artifact, its shape)."""
+    art = resolve_artifact(path, check="sizes")  # ArtifactError for missing or foreign files
+    return art, artifact_shape(art)  # ArtifactError for unreadable ones
 
 
-def _labels(paths: list[Path]) -> list[str]:
+def artifact_labels(paths: list[Path]) -> list[str]:
     labels, seen = [], {}
     for p in paths:
         base = p.name if p.is_dir() else p.stem
@@ -233,8 +233,7 @@ def bench(
     _check_int("runs", runs, 1)
     _check_int("warmup", warmup, 0)
     _check_int("batch_reps", batch_reps, 1)
-    if threads is not None:
-        _check_int("threads", threads, 1)
+    check_threads(threads)  # the runtimes' one check: refuses counts this machine cannot use, warns above its CPUs
     if context is not None:
         _check_int("context", context, 2)
     if not isinstance(timeout, (int, float)) or timeout <= 0:
@@ -249,14 +248,17 @@ def bench(
                              threads=threads, context=context, timeout_s=float(timeout), batch_reps=batch_reps,
                              targets=[p.name for p in profiles])
     results = []
-    for (path, shape, fmt, precision), label in zip(checked, _labels([c[0] for c in checked])):
-        results.append(_bench_one(path, label, shape, fmt, precision, settings, profiles, host, progress))
+    for (art, shape), label in zip(checked, artifact_labels([art.path for art, _shape in checked])):
+        results.append(bench_artifact(art, label, shape, settings, profiles, host, progress))
     return BenchReport(created_at=now_iso(), edgekit_version=__version__, host=host, targets=profiles,
                        settings=settings, results=results)
 
 
-def _bench_one(path: Path, label: str, shape: ModelShape, fmt: str, precision: str, s: BenchSettings,
-               profiles: list[TargetProfile], host: TargetProfile | None, progress: Progress) -> ArtifactResult:
+def bench_artifact(art: ResolvedArtifact, label: str, shape: ModelShape, s: BenchSettings,
+               profiles: list[TargetProfile], host: TargetProfile | None, progress: Progress,
+               run=run_once) -> ArtifactResult:
+    """Bench one artifact; ``run(cmd, timeout)`` makes one run (run_once here; a device's runner over SSH)."""
+    path = art.path
     cmd = worker_command(path, threads=s.threads, context=s.context, prompt_tokens=s.prompt_tokens,
                          gen_tokens=s.gen_tokens, batch_reps=s.batch_reps)
     records: list[RunRecord] = []
@@ -266,7 +268,7 @@ def _bench_one(path: Path, label: str, shape: ModelShape, fmt: str, precision: s
             warm = i < s.warmup
             step.update(f"bench {label}: {'warm-up' if warm else 'run'} {i + 1 if warm else i + 1 - s.warmup}/"
                         f"{s.warmup if warm else s.runs}")
-            rec = _record(i, warm, *run_once(cmd, s.timeout_s), timeout=s.timeout_s)
+            rec = _record(i, warm, *run(cmd, s.timeout_s), timeout=s.timeout_s)
             records.append(rec)
             step.advance()
             if rec.user_error:  # a bad artifact or settings: every further run would fail the same way
@@ -275,8 +277,9 @@ def _bench_one(path: Path, label: str, shape: ModelShape, fmt: str, precision: s
     failed = [r for r in records if not r.ok]
     kind = good[0].measurements["kind"] if good else shape.kind
     result = ArtifactResult(
-        label=label, path=str(path), format=fmt, backend=shape.backend, kind=kind, precision=precision,
-        size_bytes=shape.weight_bytes, gate=gate_summary(path, kind), shape=shape, threads=s.threads or 0,
+        label=label, path=str(path), format=art.format, backend=shape.backend, kind=kind,
+        precision=art.precision or shape.quant, size_bytes=shape.weight_bytes, gate=gate_summary(art.manifest, kind),
+        shape=shape, threads=s.threads or 0,
         status="ok" if good and not failed else ("partial" if good else "failed"),
         error=failed[0].error if failed else None, runs=records,
     )
@@ -290,7 +293,15 @@ def _bench_one(path: Path, label: str, shape: ModelShape, fmt: str, precision: s
     else:
         result.encoder = summarize_encoder(data)
     if host is not None:
-        result.calibration = _calibrate(result, shape, host, data, s)
+        def one_thread_run() -> dict | None:  # the calibration's run when the bench uses more threads
+            cmd1 = worker_command(path, threads=1, context=s.context, prompt_tokens=s.prompt_tokens,
+                                  gen_tokens=s.gen_tokens, batch_reps=s.batch_reps)
+            with progress.step(f"calibrate {label} on one thread", total=1) as step:
+                rec = _record(total, True, *run(cmd1, s.timeout_s), timeout=s.timeout_s)
+                step.advance()
+            return rec.measurements if rec.ok else None
+
+        result.calibration = _calibrate(result, shape, host, data, s, one_thread_run)
         if result.calibration is not None:
             save_calibration(result.calibration)
             result.predictions = [predict(shape, t, result.calibration, prompt_tokens=s.prompt_tokens,
@@ -303,23 +314,66 @@ def _bench_one(path: Path, label: str, shape: ModelShape, fmt: str, precision: s
     return result
 
 
-def _calibrate(result: ArtifactResult, shape: ModelShape, host: TargetProfile, data: list[dict], s: BenchSettings):
-    """Calibrate on the run whose threads waited least for a CPU: on a shared host the others measure the neighbours."""
+def _cpu_inputs(runs: list[dict]) -> dict | None:
+    """Calibration timings from one-thread runs' CPU times (None when the runs did not record them).
+
+    With one thread the runtimes compute on the calling thread, so its CPU time is what the run takes on a quiet
+    host, however long a busy host kept it waiting. Other processes still share the caches and the memory, which
+    only ever makes a sample slower: the lower quartile of the decode's forwards is kept, and the fastest prefill.
+    """
+    fwd = [x for d in runs for x in d.get("decode_forward_cpu_s") or ()]
+    loop = [x for d in runs for x in d.get("token_loop_cpu_s") or ()]
+    prefill = [d["prefill_cpu_s"] for d in runs if d.get("prefill_cpu_s")]
+    if not fwd or not prefill:
+        return None
+    forward = float(np.percentile(fwd, 25))
+    return {"forward_s": forward, "token_latency_s": forward + (float(np.median(loop)) if loop else 0.0),
+            "prefill_s": min(prefill)}
+
+
+def _calibrate(result: ArtifactResult, shape: ModelShape, host: TargetProfile, data: list[dict], s: BenchSettings,
+               one_thread_run=None):
+    """Calibrate on the CPU times of one-thread runs: the runs themselves when they used one thread, else one more
+    run with one thread (``one_thread_run()``).
+
+    Why one thread: its CPU time does not depend on what else the host runs (see ``_cpu_inputs``), whereas with
+    more threads no timing can be trusted on a busy host: llama.cpp's and onnxruntime's threads spin at every
+    barrier while a preempted sibling waits, and the spinning counts as CPU time too (on this project's 2-core
+    host at a load of 7, a 2-thread SmolLM2 prefill took 10 s of wall clock and 2.3 s of CPU time per thread
+    where a quiet one takes 0.33 s). And how well the host's own cores work together (its vCPU topology, its
+    barrier latency) is the host's, not the runtime's: a one-thread calibration keeps it out of the targets'
+    predictions, whose thread counts enter through their roofs. Without CPU times (a worker that does not record
+    them, or a failed run) the quietest run's wall clock is used, as before.
+    """
+    threads = s.threads or host.threads
     quiet = min(data, key=lambda d: d.get("cpu_wait_fraction") if d.get("cpu_wait_fraction") is not None else 1.0)
     base = [d["base_rss_bytes"] for d in data if d.get("base_rss_bytes")]
-    common = dict(threads=s.threads or host.threads, artifact=result.label, measured_at=now_iso(),
+    common = dict(artifact=result.label, measured_at=now_iso(),
                   peak_rss_bytes=int(result.peak_rss_bytes.median) if result.peak_rss_bytes else None,
-                  base_rss_bytes=int(np.median(base)) if base else None, cpu_wait_fraction=quiet.get("cpu_wait_fraction"))
+                  base_rss_bytes=int(np.median(base)) if base else None)
+    runs_1t = data if threads == 1 else None
+    if threads > 1 and one_thread_run is not None:
+        extra = one_thread_run()
+        runs_1t = [extra] if extra else None
     if result.decoder is not None:
         d = result.decoder
         kv_positions = quiet.get("context_length", 0) if shape.backend == "llama.cpp" else d.prompt_tokens + d.generated_tokens
-        return calibrate(shape, host, forward_s=float(np.median(quiet["decode_forward_s"])),
-                         token_latency_s=float(np.median(quiet["token_latencies_s"])),
-                         decode_position=d.prompt_tokens + d.generated_tokens // 2, prefill_s=quiet["prefill_s"],
-                         prompt_tokens=d.prompt_tokens, kv_positions=kv_positions, **common)
+        decoder = dict(decode_position=d.prompt_tokens + d.generated_tokens // 2, prompt_tokens=d.prompt_tokens,
+                       kv_positions=kv_positions)
+        cpu = _cpu_inputs(runs_1t) if runs_1t else None
+        if cpu is not None:
+            return calibrate(shape, host, threads=1, timing="cpu", **cpu, **decoder, **common)
+        return calibrate(shape, host, threads=threads, timing="wall", cpu_wait_fraction=quiet.get("cpu_wait_fraction"),
+                         forward_s=float(np.median(quiet["decode_forward_s"])),
+                         token_latency_s=float(np.median(quiet["token_latencies_s"])), prefill_s=quiet["prefill_s"],
+                         **decoder, **common)
     if result.encoder is not None and "32" in quiet["batch_latencies_s"]:
-        return calibrate(shape, host, batch32_s=float(np.median(quiet["batch_latencies_s"]["32"])),
-                         batch_tokens=result.encoder.prompt_tokens, **common)
+        enc = dict(batch_tokens=result.encoder.prompt_tokens, **common)
+        cpu32 = [x for r in runs_1t or () for x in (r.get("batch_cpu_s") or {}).get("32", ())]
+        if cpu32:
+            return calibrate(shape, host, threads=1, timing="cpu", batch32_s=float(np.percentile(cpu32, 25)), **enc)
+        return calibrate(shape, host, threads=threads, timing="wall", cpu_wait_fraction=quiet.get("cpu_wait_fraction"),
+                         batch32_s=float(np.median(quiet["batch_latencies_s"]["32"])), **enc)
     return None
 
 
@@ -331,8 +385,11 @@ def report_errors(report: BenchReport) -> tuple[int, str | None]:
         return 2, f"{r.label}: {r.error}"
     if report.failed:
         r = report.failed[0]
+        where = f"{r.device} / {r.label}" if r.device else r.label
+        if not r.runs:  # a device run that never started (unreachable, disk full)
+            return 1, f"{where}: {r.error}"
         n_failed = sum(1 for x in r.runs if not x.ok)
-        return 1, f"{r.label}: {n_failed} of {len(r.runs)} runs failed: {r.error}"
+        return 1, f"{where}: {n_failed} of {len(r.runs)} runs failed: {r.error}"
     return 0, None
 
 

@@ -1,6 +1,6 @@
 """The bench report: one versioned JSON schema for ONNX and GGUF, decoders and encoders.
 
-``BenchReport`` is what ``edgekit bench --json FILE`` writes and what
+``BenchReport`` is what ``edgekit bench -o FILE`` writes (``--json`` prints) and what
 ``report.py`` renders as Markdown and PNG. Readers check ``schema`` and
 ``schema_version``; fields are added with defaults, and a change in meaning
 bumps the version.
@@ -10,21 +10,19 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from edgekit.names import Format
 from edgekit.profiler.roofline import Calibration, Prediction
 from edgekit.profiler.shape import ModelShape
+from edgekit.strict import StrictModel
 from edgekit.targets.profile import TargetProfile
 
 REPORT_SCHEMA = "edgekit.bench"
 REPORT_VERSION = 1
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-
-class Spread(_Strict):
+class Spread(StrictModel):
     """Median and range over the measured runs (warm-up runs are not counted)."""
 
     median: float
@@ -33,13 +31,13 @@ class Spread(_Strict):
     n: int
 
 
-class Percentiles(_Strict):
+class Percentiles(StrictModel):
     p50: float
     p90: float
     p99: float
 
 
-class RunRecord(_Strict):
+class RunRecord(StrictModel):
     index: int
     warmup: bool
     ok: bool
@@ -54,7 +52,7 @@ class RunRecord(_Strict):
     measurements: dict[str, Any] | None = None
 
 
-class DecoderSummary(_Strict):
+class DecoderSummary(StrictModel):
     prompt_tokens: int
     generated_tokens: int
     decode_tokens: int
@@ -67,35 +65,57 @@ class DecoderSummary(_Strict):
     token_overhead_s: float = Field(description="p50 token latency minus p50 forward: sampling, confidence, text")
 
 
-class BatchSummary(_Strict):
+class BatchSummary(StrictModel):
     latency_s: Percentiles
     items_per_s: float
 
 
-class EncoderSummary(_Strict):
+class EncoderSummary(StrictModel):
     prompt_tokens: int
     load_s: Spread
     batches: dict[str, BatchSummary]
 
 
-class GateSummary(_Strict):
+class GateSummary(StrictModel):
     status: str
     metric: str | None = None
     value: float | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
 
 
-class RamCheck(_Strict):
+class RamCheck(StrictModel):
     target: str
     ram_budget_bytes: int
     peak_rss_bytes: int
     exceeds_budget: bool
 
 
-class ArtifactResult(_Strict):
+class PredictionCheck(StrictModel):
+    """A device run's measurement against edgekit's prediction for that device; error = predicted / measured - 1."""
+
+    target: str = Field(description="the profile predicted for: the device's detected one, or a preset")
+    profile_source: str = Field(description="'detected on the device' or 'preset'")
+    calibrated_on: str
+    decode_tps_predicted: float | None = None
+    decode_tps_measured: float | None = None
+    decode_error_pct: float | None = None
+    prefill_tps_predicted: float | None = None
+    prefill_tps_measured: float | None = None
+    prefill_error_pct: float | None = None
+    items_per_s_predicted: float | None = None
+    items_per_s_measured: float | None = None
+    items_error_pct: float | None = None
+
+
+DeviceFailure = Literal["out_of_memory", "timeout", "connection_lost", "unreachable", "disk_full", "crashed", "error"]
+
+
+class ArtifactResult(StrictModel):
+    device: str | None = Field(None, description="the device the runs ran on (None: this machine)")
+    failure: DeviceFailure | None = Field(None, description="device runs: why the artifact failed there")
     label: str
     path: str
-    format: Literal["onnx", "gguf"]
+    format: Format
     backend: str
     kind: str
     precision: str
@@ -112,9 +132,10 @@ class ArtifactResult(_Strict):
     calibration: Calibration | None = None
     predictions: list[Prediction] = Field(default_factory=list)
     ram_checks: list[RamCheck] = Field(default_factory=list)
+    check: PredictionCheck | None = Field(None, description="device runs: measured against predicted")
 
 
-class BenchSettings(_Strict):
+class BenchSettings(StrictModel):
     prompt_tokens: int
     gen_tokens: int
     runs: int
@@ -126,7 +147,21 @@ class BenchSettings(_Strict):
     targets: list[str]
 
 
-class BenchReport(_Strict):
+class DeviceSummary(StrictModel):
+    """One device of a device bench: what it is, how it went, what went over the wire."""
+
+    name: str
+    address: str
+    status: Literal["ok", "failed", "unreachable"]
+    error: str | None = None
+    facts: dict[str, Any] = Field(default_factory=dict, description="OS, arch, Python, CPU, cores, RAM, free disk")
+    setup_cached: bool | None = None
+    bytes_sent: int = 0
+    pushes_skipped: int = 0
+    pushes: int = 0
+
+
+class BenchReport(StrictModel):
     schema_: Literal["edgekit.bench"] = Field(REPORT_SCHEMA, alias="schema")
     schema_version: int = REPORT_VERSION
     created_at: str
@@ -135,8 +170,9 @@ class BenchReport(_Strict):
     targets: list[TargetProfile] = Field(default_factory=list)
     settings: BenchSettings
     results: list[ArtifactResult]
+    devices: list[DeviceSummary] = Field(default_factory=list, description="devices the runs went to over SSH")
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=(), populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True)  # merged with StrictModel's
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)

@@ -20,46 +20,60 @@ from a parameter count and the bits per weight of a GGUF type or ONNX precision.
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from edgekit import quants
+from edgekit.artifact import ResolvedArtifact, resolve_artifact
 from edgekit.errors import ArtifactError, ConfigError, MissingDependencyError
+from edgekit.names import BACKEND_OF_FORMAT, FORMATS, KIND_OF_TASK, Backend, Kind
+from edgekit.protobuf import ONNX_ELEM_BYTES, read_onnx_graph
+from edgekit.strict import StrictModel
 
-# Bits per weight. Pure block formats from their layout; llama.cpp's mixes (K-quants *_S/_M/_L)
-# from the file sizes llama.cpp's own quantize tool lists for Llama-3-8B (tools/quantize/quantize.cpp,
-# QUANT_OPTIONS: e.g. "Q4_K_M : 4.58G" over 8.03e9 parameters = 4.90 bpw).
-GGUF_BPW = {
-    "f32": 32.0, "f16": 16.0, "bf16": 16.0, "q8_0": 8.5, "q6_k": 6.5625, "q5_1": 6.0, "q5_0": 5.5, "q4_1": 5.0,
-    "q4_0": 4.5, "iq4_nl": 4.5, "iq4_xs": 4.25, "q5_k_m": 5.70, "q5_k_s": 5.57, "q4_k_m": 4.90, "q4_k_s": 4.67,
-    "q3_k_l": 4.31, "q3_k_m": 4.00, "q3_k_s": 3.65, "q2_k": 3.17, "iq3_m": 3.66, "iq3_xxs": 3.06, "iq2_xs": 2.31,
-    "q5_k": 5.5, "q4_k": 4.5, "q3_k": 3.4375, "q2_k_s": 3.17,
-}
-# edgekit's ONNX exports (exporters/onnx_quant.py): MatMulNBits in blocks of 32 with an fp32 scale per block
-# (int4 also a 4-bit zero point per block); quantize_dynamic int8 is 8 bits per channel-scaled weight.
-ONNX_BPW = {"fp32": 32.0, "fp16": 16.0, "int8": 9.0, "int4": 5.125, "int8-dynamic": 8.0}
-# Which peak bounds the arithmetic. Only onnxruntime's integer GEMMs (MatMulInteger, DynamicQuantizeMatMul: the
-# quantize_dynamic int8 form) run at the int8 dot-product rate. llama.cpp's quantized kernels and MatMulNBits
-# track the fp32 FMA rate: on the host, llama.cpp's Q4_1 prefill reaches about 0.6 of the fp32 peak but 0.1 of
-# the int8 (VNNI) peak, and the int4/int8 MatMulNBits prefill is slower than fp32; the published Raspberry Pi 5
-# and Haswell prefill rates are 0.5-0.7 of their fp32 peaks (presets' notes).
-INT8_COMPUTE = {"int8-dynamic"}
-_ONNX_ELEM = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2, 21: 0.5, 22: 0.5}
+# Bits per weight: the effective ``bpw`` of edgekit.quants' table (GGUF types and ONNX precisions, one row each).
+
+# Which rate bounds the arithmetic (the roofline's ``kernel_gops``):
+# * "int8": onnxruntime's integer GEMMs (MatMulInteger, DynamicQuantizeMatMul: the quantize_dynamic int8 form) run
+#   at the int8 dot-product peak; those rows are marked ``int8_compute`` in edgekit.quants.
+# * "quant": llama.cpp's quantized types (q8_0, q4_k ...). Their kernels are int8 dot products (the activations
+#   are quantized to 8 bits), but they are bound by the SIMD instructions around the multiplies (unpacking,
+#   scales, conversions), so they track the fp32 FMA rate at the vector width they are written for: 256 bits on
+#   x86 (AVX2 and AVX-VNNI code), 128 bits on ARM. Measured at one thread on an AVX-512 host (CPU time,
+#   SmolLM2-135M): the generic q4_1 path reaches 53 GOP/s, 0.44 of that host's 256-bit fp32 rate (121 GFLOP/s)
+#   but 0.07 of its 512-bit VNNI int8 peak (814 GOP/s); the published Raspberry Pi 5 TinyLlama q8_0 prefill of the
+#   same generation of kernels is 0.44 of its fp32 peak too. Cores without int8 dot products emulate them
+#   (roofline.INT8_EMULATION).
+# * "fp32": everything else (fp32/fp16 weights, onnxruntime's MatMulNBits), at the full fp32 peak.
+def int8_compute(quant: str) -> bool:
+    """Whether ``quant``'s matmuls run at the int8 peak (the table's ``int8_compute``)."""
+    q = quants.get(quant)
+    return q is not None and q.int8_compute
 
 
-class ModelShape(BaseModel):
+def compute_kind(quant: str) -> str:
+    """The rate that bounds ``quant``'s matmuls: "int8", "quant" (llama.cpp's quantized kernels) or "fp32"."""
+    q = quants.get(quant)
+    if q is not None and q.int8_compute:
+        return "int8"
+    if q is not None and q.format == "gguf" and q.bits < 16:
+        return "quant"
+    return "fp32"
+
+
+class ModelShape(StrictModel):
     """Per-token cost facts of one model (an artifact, or a parameter count and a quantization)."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    origin: Literal["onnx", "gguf", "params"]
-    backend: Literal["onnx", "llama.cpp"]
+    origin: Literal[(*FORMATS, "params")]
+    backend: Backend
     quant: str = Field(description="GGUF type of most weights, or the ONNX precision")
-    compute: Literal["fp32", "int8"] = Field(description="which peak bounds the matmuls: int8 only for integer GEMMs")
-    kind: Literal["decoder", "encoder", "classifier"] = "decoder"
+    compute: Literal["fp32", "int8", "quant"] = Field(
+        description="which rate bounds the matmuls: int8 integer GEMMs, llama.cpp's quantized kernels, or fp32")
+    kind: Kind = "decoder"
     n_params: int
     weight_bytes: int = Field(description="bytes of weights resident in memory")
     streamed_bytes: int = Field(description="weight bytes read for every decoded token")
@@ -93,90 +107,7 @@ class ModelShape(BaseModel):
         return (self.kv_bytes_per_position or 0) * positions
 
 
-# ---- a minimal protobuf reader -----------------------------------------------------
-
-def _varint(buf, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
-
-
-def _fields(buf, start: int, end: int) -> Iterator[tuple[int, int, int | tuple[int, int]]]:
-    """Yield (field number, wire type, value) where a length-delimited value is its (start, end) span."""
-    pos = start
-    while pos < end:
-        key, pos = _varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(buf, pos)
-        elif wire == 2:
-            length, pos = _varint(buf, pos)
-            value = (pos, pos + length)
-            pos += length
-        elif wire == 1:
-            value, pos = pos, pos + 8
-        elif wire == 5:
-            value, pos = pos, pos + 4
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire}")
-        yield number, wire, value
-
-
-def _text(buf, span) -> str:
-    return bytes(buf[span[0]:span[1]]).decode("utf-8", "replace")
-
-
-def _packed_or_single(buf, wire, value) -> list[int]:
-    if wire == 0:
-        return [value]
-    out, pos = [], value[0]
-    while pos < value[1]:
-        v, pos = _varint(buf, pos)
-        out.append(v)
-    return out
-
-
-def _tensor(buf, span) -> tuple[str, list[int], int]:
-    """(name, dims, byte size) of a TensorProto, whatever its storage (raw, typed, external)."""
-    name, dims, dtype = "", [], 1
-    for number, wire, value in _fields(buf, *span):
-        if number == 1:
-            dims.extend(_packed_or_single(buf, wire, value))
-        elif number == 2:
-            dtype = value
-        elif number == 8:
-            name = _text(buf, value)
-    numel = 1
-    for d in dims:
-        numel *= d
-    return name, dims, int(numel * _ONNX_ELEM.get(dtype, 4))
-
-
-def _node(buf, span) -> tuple[str, list[str], list[str], dict[str, int]]:
-    op, inputs, outputs, attrs = "", [], [], {}
-    for number, _wire, value in _fields(buf, *span):
-        if number == 1:
-            inputs.append(_text(buf, value))
-        elif number == 2:
-            outputs.append(_text(buf, value))
-        elif number == 4:
-            op = _text(buf, value)
-        elif number == 5:
-            aname, ival = "", None
-            for n2, _w2, v2 in _fields(buf, *value):
-                if n2 == 1:
-                    aname = _text(buf, v2)
-                elif n2 == 3:
-                    ival = v2
-            if ival is not None:
-                attrs[aname] = ival
-    return op, inputs, outputs, attrs
-
+# ---- ONNX (the graph is read by edgekit.protobuf) ------------------------------------
 
 def _map(fh, path: Path) -> mmap.mmap:
     """The file as read-only memory; an empty file is an :class:`ArtifactError`, not mmap's ValueError."""
@@ -187,41 +118,22 @@ def _map(fh, path: Path) -> mmap.mmap:
 
 
 def _onnx_graph(path: Path):
-    """Initializers {name: (dims, bytes)}, nodes [(op, inputs, attrs)] and past-KV input element size."""
+    """Initializers {name: (dims, bytes)}, nodes [(op, inputs, outputs, attrs)] and past-KV input element size."""
     try:
         fh = open(path, "rb")
     except OSError as exc:
         raise ArtifactError(f"cannot read {path}: {exc.strerror}") from exc
     with fh, _map(fh, path) as buf:
-        inits: dict[str, tuple[list[int], int]] = {}
-        nodes = []
-        kv_elem = 4
         try:
-            graph = next((v for n, w, v in _fields(buf, 0, len(buf)) if n == 7 and w == 2), None)
-            if graph is None:
-                raise ValueError("no graph")
-            for number, wire, value in _fields(buf, *graph):
-                if wire != 2:
-                    continue
-                if number == 5:
-                    name, dims, size = _tensor(buf, value)
-                    inits[name] = (dims, size)
-                elif number == 1:
-                    nodes.append(_node(buf, value))
-                elif number == 11:  # graph input: the past KV element type
-                    iname, elem = "", None
-                    for n2, _w2, v2 in _fields(buf, *value):
-                        if n2 == 1:
-                            iname = _text(buf, v2)
-                        elif n2 == 2:
-                            for n3, _w3, v3 in _fields(buf, *v2):
-                                if n3 == 1:
-                                    elem = next((v4 for n4, _w4, v4 in _fields(buf, *v3) if n4 == 1), None)
-                    if iname.startswith("past_key_values") and elem in _ONNX_ELEM:
-                        kv_elem = _ONNX_ELEM[elem]
+            graph = read_onnx_graph(buf)
         except (ValueError, IndexError) as exc:
             raise ArtifactError(f"{path} is not a readable ONNX model ({exc}): re-export it") from exc
-    return inits, nodes, kv_elem
+    inits = {t.name: (t.dims, t.nbytes) for t in graph.initializers}
+    kv_elem = 4
+    for name, elem in graph.inputs:  # graph inputs: the past KV element type
+        if name.startswith("past_key_values") and elem in ONNX_ELEM_BYTES:
+            kv_elem = ONNX_ELEM_BYTES[elem]
+    return inits, graph.nodes, kv_elem
 
 
 def onnx_shape(model_path: Path, info, precision: str, task: str) -> ModelShape:
@@ -258,7 +170,7 @@ def onnx_shape(model_path: Path, info, precision: str, task: str) -> ModelShape:
         kv = 2 * info.n_layers * info.n_kv_heads * info.head_dim * kv_elem
     return ModelShape(
         origin="onnx", backend="onnx", quant=precision, compute="int8" if int8 else "fp32",
-        kind={"text-generation": "decoder", "text-classification": "classifier"}.get(task, "encoder"),
+        kind=KIND_OF_TASK.get(task, "encoder"),
         n_params=info.n_params or sum(dims_numel(d) for d, _s in inits.values()), weight_bytes=weight_bytes,
         streamed_bytes=streamed, gathered_bytes=gathered, flops_per_token=flops, output_flops=min(output, flops),
         prefill_all_logits=True, n_layers=info.n_layers,
@@ -275,6 +187,9 @@ def dims_numel(dims: list[int]) -> int:
 
 
 _GGUF_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_GGUF_NEWEST = 3  # llama.cpp refuses GGUF versions newer than the one it writes
+_GGML_MAX_DIMS = 4
+_GGUF_MAX_NESTING = 8  # arrays of arrays: gguf-py writes one level; deeper is damage, not data
 
 
 def read_gguf_header(path: Path) -> tuple[dict[str, object], list[tuple[str, list[int], int]]]:
@@ -292,10 +207,15 @@ def read_gguf_header(path: Path) -> tuple[dict[str, object], list[tuple[str, lis
     except OSError as exc:
         raise ArtifactError(f"cannot read {path}: {exc.strerror}") from exc
     with fh, _map(fh, path) as buf:
-        pos = 0
+        pos, size = 0, len(buf)
+
+        def need(n: int, what: str) -> None:  # every length and count is checked against the bytes left
+            if n > size - pos:
+                raise ValueError(f"{what} at byte {pos} runs past the end of the file ({size} bytes)")
 
         def take(fmt: str):
             nonlocal pos
+            need(struct.calcsize(fmt), "a value")
             (value,) = struct.unpack_from(fmt, buf, pos)
             pos += struct.calcsize(fmt)
             return value
@@ -303,21 +223,28 @@ def read_gguf_header(path: Path) -> tuple[dict[str, object], list[tuple[str, lis
         def string() -> str:
             nonlocal pos
             n = take("<Q")
+            need(n, f"a string of {n} bytes")
             pos += n
             return bytes(buf[pos - n:pos]).decode("utf-8", "replace")
 
-        def skip_or_read(vtype: int):
+        def skip_or_read(vtype: int, depth: int = 0):
             nonlocal pos
             if vtype == 8:
                 return string()
             if vtype == 9:
                 item, count = take("<I"), take("<Q")
+                if depth >= _GGUF_MAX_NESTING:
+                    raise ValueError(f"arrays nested deeper than {_GGUF_MAX_NESTING} levels")
                 if item in _GGUF_SCALAR:
+                    need(count * struct.calcsize(_GGUF_SCALAR[item]), f"an array of {count} items")
                     pos += count * struct.calcsize(_GGUF_SCALAR[item])
                 else:
+                    need(count * (8 if item == 8 else 12), f"an array of {count} items")  # the smallest such items
                     for _ in range(count):
-                        skip_or_read(item)
+                        skip_or_read(item, depth + 1)
                 return None
+            if vtype not in _GGUF_SCALAR:
+                raise ValueError(f"unknown metadata value type {vtype}")
             return take(_GGUF_SCALAR[vtype])
 
         try:
@@ -327,16 +254,22 @@ def read_gguf_header(path: Path) -> tuple[dict[str, object], list[tuple[str, lis
             version, n_tensors, n_kv = take("<I"), take("<Q"), take("<Q")
             if version < 2:
                 raise ValueError(f"GGUF version {version} is too old")
+            if version > _GGUF_NEWEST:
+                raise ValueError(f"GGUF version {version} is newer than this reader knows ({_GGUF_NEWEST})")
+            need(n_kv * 12 + n_tensors * 24, f"{n_kv} metadata entries and {n_tensors} tensor infos")  # their minimum
             for _ in range(n_kv):
                 key = string()
                 meta[key] = skip_or_read(take("<I"))
             for _ in range(n_tensors):
                 name = string()
-                dims = [take("<Q") for _ in range(take("<I"))]
+                n_dims = take("<I")
+                if n_dims > _GGML_MAX_DIMS:
+                    raise ValueError(f"tensor {name!r} has {n_dims} dimensions (ggml has at most {_GGML_MAX_DIMS})")
+                dims = [take("<Q") for _ in range(n_dims)]
                 gtype = take("<I")
                 take("<Q")  # offset
                 tensors.append((name, dims, gtype))
-        except (ValueError, KeyError, struct.error, IndexError) as exc:
+        except (ValueError, struct.error) as exc:
             raise ArtifactError(f"{path} is not a readable GGUF file ({exc}): re-export it") from exc
     return meta, tensors
 
@@ -357,25 +290,30 @@ def gguf_shape(path: Path, kv_elem: int = 2) -> ModelShape:
             qtype = GGMLQuantizationType(gtype)
             block, type_size = GGML_QUANT_SIZES[qtype]
         except (ValueError, KeyError) as exc:
-            raise ArtifactError(f"{path}: tensor {name} has ggml type {gtype}, unknown to this gguf package") from exc
+            raise ArtifactError(f"{path}: tensor {name!r} has ggml type {gtype}, unknown to this gguf package") from exc
         n = dims_numel(dims)
         size = n // block * type_size
         n_params += n
         by_type[qtype.name.lower()] = by_type.get(qtype.name.lower(), 0) + size
         if name == "token_embd.weight" and not tied:
             gathered += size
-            streamed += size // max(1, dims[-1])  # one row per token (dims are [hidden, vocab])
+            streamed += size // max(1, dims[-1] if dims else 1)  # one row per token (dims are [hidden, vocab])
             continue
         streamed += size
         if len(dims) >= 2:
             flops += 2 * n
             if name == "output.weight" or (tied and name == "token_embd.weight"):
                 output = 2 * n
+    file_bytes = path.stat().st_size
+    if sum(by_type.values()) > file_bytes:
+        raise ArtifactError(f"{path}: its tensors need {sum(by_type.values())} bytes but the file holds {file_bytes} "
+                            "(truncated or corrupt): re-export it")
     quant = max(by_type, key=by_type.get) if by_type else "unknown"
 
-    def meta_int(key: str) -> int | None:
+    def meta_int(key: str) -> int | None:  # a count or size: a positive integer (a float that is one), else unknown
         v = meta.get(f"{arch}.{key}")
-        return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+        ok = isinstance(v, int) or (isinstance(v, float) and math.isfinite(v))
+        return int(v) if ok and not isinstance(v, bool) and v >= 1 else None
 
     layers, heads, kv_heads = meta_int("block_count"), meta_int("attention.head_count"), meta_int("attention.head_count_kv")
     hidden = meta_int("embedding_length")
@@ -383,58 +321,70 @@ def gguf_shape(path: Path, kv_elem: int = 2) -> ModelShape:
     kv_heads = kv_heads or heads
     kv = 2 * layers * kv_heads * head_dim * kv_elem if layers and kv_heads and head_dim else None
     return ModelShape(
-        origin="gguf", backend="llama.cpp", quant=quant, compute="int8" if quant in INT8_COMPUTE else "fp32",
-        n_params=n_params, weight_bytes=path.stat().st_size, streamed_bytes=streamed, gathered_bytes=gathered,
+        origin="gguf", backend="llama.cpp", quant=quant, compute=compute_kind(quant),
+        n_params=n_params, weight_bytes=file_bytes, streamed_bytes=streamed, gathered_bytes=gathered,
         flops_per_token=flops, output_flops=output, n_layers=layers, n_heads=heads, n_kv_heads=kv_heads, head_dim=head_dim,
         kv_bytes_per_position=kv, context_length=meta_int("context_length"),
     )
 
 
-def artifact_shape(path: str | os.PathLike) -> ModelShape:
-    """The :class:`ModelShape` of an artifact folder or a bare .gguf/.onnx file."""
-    from edgekit.manifest import MANIFEST_NAME, model_info_from_folder, read_manifest
+def artifact_shape(path: str | os.PathLike | ResolvedArtifact) -> ModelShape:
+    """The :class:`ModelShape` of an artifact folder or a bare .gguf/.onnx file (or an already resolved one)."""
+    art = path if isinstance(path, ResolvedArtifact) else resolve_artifact(path)
+    if art.format == "gguf":
+        return gguf_shape(art.model_file)
+    return onnx_shape(art.model_file, art.model, art.precision or "fp32", art.task)
 
-    p = Path(path).expanduser()
-    if p.is_dir():
-        if not (p / MANIFEST_NAME).is_file():
-            raise ArtifactError(f"{p} is not an edgekit artifact (no {MANIFEST_NAME}): pass an artifact folder or a .gguf/.onnx file")
-        m = read_manifest(p)
-        model_file = p / m.model_file
-        if not model_file.is_file():
-            raise ArtifactError(f"{p}: model file {m.model_file} is missing; re-export the artifact")
-        if m.format == "gguf":
-            return gguf_shape(model_file)
-        return onnx_shape(model_file, m.model, m.precision, m.task)
-    if p.suffix == ".gguf" and p.is_file():
-        return gguf_shape(p)
-    if p.suffix == ".onnx" and p.is_file():
-        from edgekit.runtimes.onnx import infer_task_from_session
 
-        task = infer_task_from_session(p)
-        return onnx_shape(p, model_info_from_folder(p.parent, task), "fp32", task)
-    if not p.exists():
-        raise ArtifactError(f"{p} does not exist: pass an artifact folder, a .gguf or an .onnx file")
-    raise ArtifactError(f"{p} is neither an artifact folder nor a .gguf/.onnx file")
+# Bounds of the numbers a shape is made of, far beyond any model today (about 2e12 parameters, 128 layers,
+# 128 heads of 256, contexts of 10M tokens): only typos and absurd values are refused, with one line naming
+# the parameter, before any arithmetic overflows and before a calibration run starts.
+MIN_PARAMS, MAX_PARAMS = 10**5, 10**14
+LIMITS = {
+    "layers": 10_000, "kv_heads": 10_000, "heads": 10_000, "head_dim": 65_536,
+    "context": 2**30, "prompt_tokens": 2**30, "gen_tokens": 2**30,
+    "untied_embedding_params": MAX_PARAMS, "output_params": MAX_PARAMS,
+}
+
+
+def check_count(name: str, value, *, minimum: int = 1, maximum: int | None = None, required: bool = False) -> int | None:
+    """``value`` checked as an integer in [minimum, the bound of ``name`` in :data:`LIMITS`] (None: not given,
+    unless ``required``); anything else is a :class:`ConfigError` naming ``name``."""
+    if value is None and not required:
+        return None
+    hi = maximum if maximum is not None else LIMITS[name]
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}", param=name)
+    if value > hi:
+        shown = str(value) if len(str(value)) <= 24 else str(value)[:20] + "..."
+        raise ConfigError(f"{name} {shown} is beyond any model: pass at most {hi}", param=name)
+    return value
 
 
 def parse_params(text: str | float | int) -> int:
-    """'3.2B', '135M', '7e9', 1.1e9 -> parameter count."""
+    """'3.2B', '135M', '7e9', 1.1e9 -> parameter count (from 1e5 to 1e14)."""
+    hint = "use e.g. 3.2B, 135M or 7e9"
+    shown = repr(text) if len(repr(text)) <= 40 else repr(text)[:36] + "..."
     if isinstance(text, (int, float)) and not isinstance(text, bool):
-        value = float(text)
+        value = text
     else:
         s = str(text).strip().upper().replace("_", "")
         scale = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}.get(s[-1:], 1.0)
         try:
             value = float(s[:-1] if s[-1:] in "KMBGT" else s) * scale
-        except ValueError:
-            raise ConfigError(f"--params {text!r} is not a parameter count: use e.g. 3.2B, 135M or 7e9") from None
-    if not value >= 1e5:
-        raise ConfigError(f"--params {text!r} is too small: use e.g. 3.2B, 135M or 7e9")
+        except (ValueError, OverflowError):
+            raise ConfigError(f"params={shown} is not a parameter count: {hint}", param="params") from None
+    if isinstance(value, float) and math.isnan(value):
+        raise ConfigError(f"params={shown} is not a parameter count: {hint}", param="params")
+    if value < MIN_PARAMS:
+        raise ConfigError(f"params={shown} is too small: {hint}", param="params")
+    if value > MAX_PARAMS:
+        raise ConfigError(f"params={shown} is more than any model has (at most 100T = 1e14): {hint}", param="params")
     return int(value)
 
 
 def quant_choices() -> list[str]:
-    return sorted(GGUF_BPW) + sorted(ONNX_BPW)
+    return sorted(q.name for q in quants.rows("gguf")) + sorted(q.name for q in quants.rows("onnx"))
 
 
 def shape_from_params(
@@ -447,16 +397,17 @@ def shape_from_params(
     ``layers``, ``kv_heads`` and ``head_dim`` (f16 for GGUF, fp32 for ONNX). ``output_params`` (vocabulary x
     hidden size) lets the prefill count the logits layer once, as llama.cpp computes it (0: every position).
     """
-    q = quant.lower().strip()
-    if q in ("fp16", "fp32") or q in ONNX_BPW:
-        backend, bpw = "onnx", ONNX_BPW[q]
-    elif q in GGUF_BPW:
-        backend, bpw = "llama.cpp", GGUF_BPW[q]
-    else:
+    q = quant.lower().strip() if isinstance(quant, str) else ""
+    row = quants.get(q)
+    if row is None:
         raise ConfigError(f"unknown quantization {quant!r}: use one of {', '.join(quant_choices())}")
-    for name, v in (("layers", layers), ("kv-heads", kv_heads), ("head-dim", head_dim)):
-        if v is not None and (not isinstance(v, int) or v < 1):
-            raise ConfigError(f"--{name} must be an integer >= 1, got {v!r}")
+    backend, bpw = BACKEND_OF_FORMAT[row.format], row.bpw
+    check_count("params", params, minimum=MIN_PARAMS, maximum=MAX_PARAMS)
+    for name, v in (("layers", layers), ("kv_heads", kv_heads), ("head_dim", head_dim), ("heads", heads),
+                    ("context", context)):
+        check_count(name, v, minimum=2 if name == "context" else 1)
+    for name, v in (("untied_embedding_params", untied_embedding_params), ("output_params", output_params)):
+        check_count(name, v, minimum=0, maximum=params)
     weight_bytes = int(params * bpw / 8)
     gathered = int(untied_embedding_params * bpw / 8)
     kv_elem = 2 if backend == "llama.cpp" else 4
@@ -464,7 +415,7 @@ def shape_from_params(
     if heads is None and kv is not None:
         heads = kv_heads  # attention arithmetic is small; GQA head count is not needed to be exact
     return ModelShape(
-        origin="params", backend=backend, quant=q, compute="int8" if q in INT8_COMPUTE else "fp32",
+        origin="params", backend=backend, quant=q, compute=compute_kind(q),
         n_params=params, weight_bytes=weight_bytes, streamed_bytes=weight_bytes - gathered, gathered_bytes=gathered,
         flops_per_token=2 * (params - untied_embedding_params), output_flops=2 * output_params,
         prefill_all_logits=backend == "onnx", n_layers=layers, n_heads=heads, n_kv_heads=kv_heads,

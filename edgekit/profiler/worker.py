@@ -15,6 +15,12 @@ time (sampling, confidence, detokenization), which the roofline needs.
 Encoders: ``embed`` (or ``classify``) of batches of 1, 8 and 32 texts of about
 ``--prompt-tokens`` tokens, one untimed call per batch size and then
 ``--batch-reps`` timed calls.
+
+Every timing also comes as the calling thread's CPU time (``time.thread_time``):
+with one thread the runtimes compute on the calling thread, so its CPU time is
+the run's time on a quiet host even when a busy one keeps it waiting for a CPU
+(the profiler calibrates on it then). With more threads it is not: a thread
+whose sibling was preempted spins at the next barrier, and the spinning counts.
 """
 
 from __future__ import annotations
@@ -65,21 +71,27 @@ def run_decoder(model, args) -> dict:
 
     ids = prompt_ids(model, args.prompt_tokens)
     calls: list[tuple[int, float]] = []
+    model.forward_observer = lambda n, seconds: calls.append((n, seconds))  # times each forward pass
+    cpu: list[tuple[int, float, float]] = []  # (tokens, thread CPU time at the start, at the end) of each forward
     inner = model._forward
 
-    def timed_forward(batch):
-        t0 = time.perf_counter()
+    def cpu_timed(batch):
+        c0 = time.thread_time()
         out = inner(batch)
-        calls.append((len(batch), time.perf_counter() - t0))
+        cpu.append((len(batch), c0, time.thread_time()))
         return out
 
-    model._forward = timed_forward  # instrumentation only: the backend's own forward still runs
+    model._forward = cpu_timed
     wait0, t0 = cpu_wait_seconds(), time.perf_counter()
-    result = model.generate_ids(ids, max_tokens=args.gen_tokens, ignore_eos=True)
+    try:
+        result = model.generate_ids(ids, max_tokens=args.gen_tokens, ignore_eos=True)
+    finally:
+        del model._forward
     wall = time.perf_counter() - t0
     wait1 = cpu_wait_seconds()
     t = result.timings
     threads = args.threads or 1
+    decode_cpu = [(c1 - c0) for n, c0, c1 in cpu[1:] if n == 1]
     return {
         "prompt_tokens": t.prompt_tokens,
         "generated_tokens": len(result.token_ids),
@@ -92,6 +104,10 @@ def run_decoder(model, args) -> dict:
         "token_latencies_s": t.token_latencies_s,
         "prefill_forward_s": calls[0][1] if calls else 0.0,
         "decode_forward_s": [dt for n, dt in calls[1:] if n == 1],
+        "prefill_cpu_s": cpu[0][2] - cpu[0][1] if cpu else None,
+        "decode_forward_cpu_s": decode_cpu,
+        # the loop's own work between two decode forwards (sampling, confidence, detokenizing)
+        "token_loop_cpu_s": [b[1] - a[2] for a, b in zip(cpu[1:], cpu[2:])],
         "finish_reason": result.finish_reason,
         "context_length": model.context_length,
         "cpu_wait_fraction": _wait_fraction(wait0, wait1, wall, threads),
@@ -103,21 +119,23 @@ def run_encoder(model, args) -> dict:
 
     text = text_of_tokens(model, args.prompt_tokens)
     call = model.embed if model.kind == "encoder" else model.classify
-    batches = {}
+    batches, batches_cpu = {}, {}
     wait0, t0 = cpu_wait_seconds(), time.perf_counter()
     for size in BATCH_SIZES:
         texts = [text] * size
         call(texts, batch_size=size)  # first call allocates: not timed
-        lat = []
+        lat, lat_cpu = [], []
         for _ in range(args.batch_reps):
-            s = time.perf_counter()
+            s, c = time.perf_counter(), time.thread_time()
             call(texts, batch_size=size)
             lat.append(time.perf_counter() - s)
-        batches[str(size)] = lat
+            lat_cpu.append(time.thread_time() - c)
+        batches[str(size)], batches_cpu[str(size)] = lat, lat_cpu
     wall = time.perf_counter() - t0
     return {
         "prompt_tokens": model.count_tokens(text),
         "batch_latencies_s": batches,
+        "batch_cpu_s": batches_cpu,
         "cpu_wait_fraction": _wait_fraction(wait0, cpu_wait_seconds(), wall, args.threads or 1),
     }
 

@@ -23,15 +23,18 @@ removed; ``contains`` accepts an answer holding a reference as whole words
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from edgekit.errors import ConfigError
+from edgekit.fileio import parse_json
 from edgekit.progress import Progress, ensure
 from edgekit.router.policy import Policy
+
+if TYPE_CHECKING:
+    from edgekit.runtimes.tier import Tier
 
 _NUMBER_WORDS = {
     w: str(i) for i, w in enumerate(
@@ -102,9 +105,9 @@ def load_questions(path: str | Path, limit: int | None = None) -> list[Question]
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = parse_json(line)
         except ValueError as exc:
-            raise ConfigError(f"{path}:{n} is not valid JSON ({exc.msg})") from exc
+            raise ConfigError(f"{path}:{n} is not valid JSON ({getattr(exc, 'msg', exc)})") from exc
         if not isinstance(row, dict):
             raise ConfigError(f"{path}:{n} must be an object with 'question' and 'answer'")
         q, a, aliases = row.get("question"), row.get("answer"), row.get("aliases", [])
@@ -142,9 +145,12 @@ def is_correct(answer: str, references: Iterable[str], mode: str = "contains") -
     return False
 
 
-def run_calibration(model, questions: Sequence[Question], policy: Policy, *, system: str | None = None,
+def run_calibration(model: Tier, questions: Sequence[Question], policy: Policy, *, system: str | None = None,
                     max_tokens: int = 24, match: str = "contains", progress: Progress | None = None) -> list[Sample]:
-    """Ask ``model`` every question through its chat template (greedy), score and grade each answer."""
+    """Ask ``model`` (any tier) every question through its chat template (greedy), score and grade each answer.
+
+    The score needs token probabilities: a remote tier has none, so its answers all score 0.
+    """
     if match not in ("contains", "exact"):
         raise ConfigError(f"match must be 'contains' or 'exact', got {match!r}")
     if max_tokens < policy.first_k:

@@ -9,7 +9,8 @@ line, and ``edgekit calibrate`` writes the threshold it chose back into it.
     url = "http://127.0.0.1:8080/v1"
     model = "smollm2"
     api_key_env = "EDGEKIT_REMOTE_API_KEY"   # the key itself stays in the environment
-    timeout_s = 60.0
+    timeout_s = 30.0                          # to the first byte, and between bytes
+    deadline_s = 60.0                         # one whole call, retries included
 
     [policy]                                  # see edgekit.router.policy.Policy
     threshold = 0.3
@@ -28,7 +29,7 @@ line, and ``edgekit calibrate`` writes the threshold it chose back into it.
 Where it is read from: ``--config FILE``, else ``$EDGEKIT_CONFIG``, else
 ``./edgekit.toml`` when it exists, else the defaults. Environment variables
 override the file: ``EDGEKIT_REMOTE_URL``, ``EDGEKIT_REMOTE_MODEL``,
-``EDGEKIT_REMOTE_API_KEY_ENV``, ``EDGEKIT_REMOTE_TIMEOUT``, ``EDGEKIT_THRESHOLD``,
+``EDGEKIT_REMOTE_API_KEY_ENV``, ``EDGEKIT_REMOTE_TIMEOUT``, ``EDGEKIT_REMOTE_DEADLINE``, ``EDGEKIT_THRESHOLD``,
 ``EDGEKIT_DECISION_LOG``; command-line flags override both. The API key is read
 from the variable named by ``api_key_env`` (default ``EDGEKIT_REMOTE_API_KEY``);
 an ``api_key`` in the file works too but is discouraged.
@@ -43,12 +44,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr
 
-from edgekit import tomlio
-from edgekit.errors import ConfigError, describe_validation
-from edgekit.manifest import write_text_atomic
+import edgekit.tomlio as tomlio
+from edgekit.errors import ConfigError
+from edgekit.fileio import write_text_atomic
 from edgekit.router.policy import Policy
+from edgekit.strict import StrictModel, load_versioned
 
 CONFIG_NAME = "edgekit.toml"
 CONFIG_SCHEMA_VERSION = 1
@@ -57,39 +59,39 @@ ENV_OVERRIDES = {
     "EDGEKIT_REMOTE_MODEL": ("remote", "model"),
     "EDGEKIT_REMOTE_API_KEY_ENV": ("remote", "api_key_env"),
     "EDGEKIT_REMOTE_TIMEOUT": ("remote", "timeout_s"),
+    "EDGEKIT_REMOTE_DEADLINE": ("remote", "deadline_s"),
     "EDGEKIT_THRESHOLD": ("policy", "threshold"),
     "EDGEKIT_DECISION_LOG": ("decision_log", "path"),
 }
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class RemoteConfig(_Strict):
+class RemoteConfig(StrictModel):
     url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/v1")
     model: str | None = Field(None, description="the model name the server serves")
     api_key_env: str | None = Field(None, description="environment variable holding the API key")
     api_key: SecretStr | None = Field(None, description="the key itself (prefer api_key_env)")
-    timeout_s: float = Field(60.0, gt=0)
+    # Defaults a person waits through: a dead host fails in 5 s, a silent one in 30 s, and no call
+    # takes more than a minute, retries included (RemoteLLM logs each retry as a warning).
+    timeout_s: float = Field(30.0, gt=0, description="seconds to wait for the first byte, and between bytes")
     connect_timeout_s: float = Field(5.0, gt=0)
+    deadline_s: float = Field(60.0, gt=0, description="the most one call may take in all, retries included")
     max_retries: int = Field(2, ge=0, le=10)
     backoff_s: float = Field(0.5, ge=0)
     max_retry_after_s: float = Field(30.0, ge=0)
     extra_body: dict[str, Any] = Field(default_factory=dict, description="extra JSON fields for the server")
 
 
-class BreakerConfig(_Strict):
+class BreakerConfig(StrictModel):
     failure_threshold: int = Field(3, ge=1)
     cooldown_s: float = Field(30.0, ge=0)
 
 
-class LogConfig(_Strict):
+class LogConfig(StrictModel):
     path: str | None = None
     include_prompts: bool = False
 
 
-class EdgekitConfig(_Strict):
+class EdgekitConfig(StrictModel):
     schema_version: int = CONFIG_SCHEMA_VERSION
     remote: RemoteConfig = Field(default_factory=RemoteConfig)
     policy: Policy = Field(default_factory=Policy)
@@ -105,16 +107,19 @@ class EdgekitConfig(_Strict):
 
     def make_remote(self):
         """A :class:`RemoteLLM` for ``[remote]``, or None when no URL is configured."""
-        from edgekit.runtimes.remote import RemoteLLM
+        from edgekit.router.remote import RemoteLLM
 
         r = self.remote
         if not r.url:
             return None
         if not r.model:
-            raise ConfigError(f"a remote URL is configured ({r.url}) but no model: set [remote] model or pass --model NAME")
+            raise ConfigError(
+                f"a remote URL is configured ({r.url}) but no model: set [remote] model or pass model=NAME", param="model"
+            )
         return RemoteLLM(
             r.url, r.model, api_key=r.api_key.get_secret_value() if r.api_key else None, api_key_env=r.api_key_env,
-            timeout=r.timeout_s, connect_timeout=r.connect_timeout_s, max_retries=r.max_retries, backoff_s=r.backoff_s,
+            timeout=r.timeout_s, connect_timeout=r.connect_timeout_s, deadline_s=r.deadline_s,
+            max_retries=r.max_retries, backoff_s=r.backoff_s,
             max_retry_after_s=r.max_retry_after_s, extra_body=r.extra_body,
         )
 
@@ -144,8 +149,8 @@ def find_config(path: str | os.PathLike | None = None) -> Path | None:
     if path is not None or os.environ.get("EDGEKIT_CONFIG"):
         p = Path(path if path is not None else os.environ["EDGEKIT_CONFIG"]).expanduser()
         if not p.is_file():
-            where = "--config" if path is not None else "$EDGEKIT_CONFIG"
-            raise ConfigError(f"the config file {p} ({where}) does not exist")
+            where = "" if path is not None else " ($EDGEKIT_CONFIG)"
+            raise ConfigError(f"the config file {p}{where} does not exist")
         return p
     p = Path(CONFIG_NAME)
     return p if p.is_file() else None
@@ -156,14 +161,11 @@ def read_raw(path: Path) -> dict[str, Any]:
 
 
 def _validate(raw: dict[str, Any], where: str) -> EdgekitConfig:
-    version = raw.get("schema_version", CONFIG_SCHEMA_VERSION)
-    if version != CONFIG_SCHEMA_VERSION:
-        raise ConfigError(f"{where} has schema_version {version!r}; this edgekit reads version {CONFIG_SCHEMA_VERSION}")
     try:
-        return EdgekitConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(describe_validation(exc, where)) from exc
+        return load_versioned(EdgekitConfig, raw, where=where, error=ConfigError)
     except ConfigError as exc:  # Policy validates itself (its __init__ translates pydantic's error)
+        if not str(exc).startswith("invalid policy"):
+            raise
         detail = str(exc).removeprefix("invalid policy: ")
         raise ConfigError(f"{where}: " + (detail.replace("field '", "field 'policy.", 1) if "field '" in detail
                                            else f"policy: {detail}")) from exc
@@ -177,7 +179,7 @@ def apply_env(raw: dict[str, Any], environ=None) -> dict[str, Any]:
         value = environ.get(var)
         if value is None or value == "":
             continue
-        if key in ("timeout_s", "threshold"):
+        if key in ("timeout_s", "deadline_s", "threshold"):
             try:
                 value = float(value)
             except ValueError as exc:

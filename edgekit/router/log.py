@@ -21,9 +21,13 @@ import math
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edgekit.router.decision import RoutedRequest
+    from edgekit.router.policy import Policy
 
 logger = logging.getLogger("edgekit.router")
 
@@ -78,8 +82,8 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def decision_record(run, policy, include_prompts: bool = False) -> dict[str, Any]:
-    """The log line of a finished (or failed) request. ``run`` is the router's per-request state."""
+def decision_record(run: RoutedRequest, policy: Policy, include_prompts: bool = False) -> dict[str, Any]:
+    """The log line of a finished (or failed) request."""
     d = run.decision
     record: dict[str, Any] = {
         "schema_version": LOG_SCHEMA_VERSION,

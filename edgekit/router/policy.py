@@ -8,11 +8,16 @@ Triggers, in the order the router checks them:
 ``context_overflow``  the prompt (counted with the local tokenizer) does not fit the
                       local context: go remote without trying locally.
 ``local_error``       the local attempt raised one of ``fallback_errors`` (by default any
-                      :class:`~edgekit.errors.BackendError` and ``MemoryError``). Other
-                      exceptions are bugs or bad input and propagate.
+                      :class:`~edgekit.errors.BackendError` and ``MemoryError``; a model
+                      whose logits are not finite raises BackendError), or gave a token
+                      whose probability is not a finite number. Other exceptions are bugs
+                      or bad input and propagate.
 ``ttft_budget``       the local first token took longer than ``ttft_budget_s``.
 ``total_budget``      the local answer was not finished after ``total_budget_s`` (checked
                       between tokens: a running forward pass cannot be interrupted).
+                      The budget covers the whole answer: the remote must be done by then
+                      too, though it always gets at least ``remote_min_s`` (the budget may
+                      be spent when it is asked, and a remote given no time cannot answer).
 ``low_confidence``    over the first ``first_k`` generated tokens, the ``quantile``-th
                       quantile of the chosen tokens' probabilities is below ``threshold``:
                       the draft is discarded (it never reaches the caller) and the remote asked.
@@ -57,7 +62,9 @@ class Policy(BaseModel):
     local_error: bool = Field(True, description="a local failure of a type in fallback_errors -> remote")
     fallback_errors: tuple[str, ...] = Field(("BackendError", "MemoryError"), description="local error types that fall back")
     ttft_budget_s: float | None = Field(None, gt=0, description="local time to first token above this -> remote")
-    total_budget_s: float | None = Field(None, gt=0, description="local answer unfinished after this -> remote")
+    total_budget_s: float | None = Field(
+        None, gt=0, description="the whole answer's time: local unfinished after this -> remote, which must end by then too")
+    remote_min_s: float = Field(30.0, gt=0, description="with total_budget_s: the least time the remote is given")
     low_confidence: bool = Field(True, description="low confidence over the first tokens -> discard the draft, remote")
     threshold: float = Field(DEFAULT_THRESHOLD, ge=0, le=1, description="confidence below this is low")
     first_k: int = Field(8, ge=1, le=512, description="how many first generated tokens the confidence is taken over")

@@ -21,12 +21,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 
-from edgekit.errors import ConfigError, ContextOverflowError, UnsupportedModelError
-from edgekit.runtimes.sampling import Sampler, confidence
+from edgekit.errors import BackendError, ConfigError, ContextOverflowError, UnsupportedModelError
+from edgekit.names import Kind
+from edgekit.runtimes.sampling import Sampler, distribution
 
 FinishReason = Literal["eos", "stop", "length"]
 
@@ -168,7 +169,7 @@ class IncrementalDecoder:
         return after[len(before) :]
 
 
-class _StopScanner:
+class StopScanner:
     """Releases text as it comes, holding back any tail that could start a stop string."""
 
     def __init__(self, stops: tuple[str, ...]):
@@ -201,13 +202,17 @@ class _StopScanner:
 
 
 class Model:
-    """A loaded local artifact. Use :func:`edgekit.load` to get one."""
+    """A loaded local artifact. Use :func:`edgekit.load` to get one.
 
-    kind: Literal["decoder", "encoder", "classifier"] = "decoder"
+    Its generate/stream/chat/stream_chat make it a :class:`~edgekit.runtimes.tier.Tier`.
+    """
+
+    kind: Kind = "decoder"
     backend: str = ""
 
     def __init__(self, path: Path, manifest=None):
         self.path = Path(path)
+        self.model_path = self.path  # the model file itself (an ONNX folder's model.onnx)
         self.manifest = manifest
         self.load_seconds = 0.0
         self.context_length = 0
@@ -232,6 +237,18 @@ class Model:
         """Run ``ids`` after what the cache holds; return the logits of the last position."""
         raise NotImplementedError
 
+    forward_observer: Callable[[int, float], None] | None = None
+    """Called after every forward pass with (tokens fed, seconds): the profiler's instrumentation hook."""
+
+    def forward(self, ids: Sequence[int]) -> np.ndarray:
+        """Feed ``ids`` (appending to the KV cache) and return the last position's logits."""
+        if self.forward_observer is None:
+            return self._forward(ids)
+        t0 = time.perf_counter()
+        out = self._forward(ids)
+        self.forward_observer(len(ids), time.perf_counter() - t0)
+        return out
+
     def close(self) -> None:
         """Release the backend's resources."""
 
@@ -252,24 +269,24 @@ class Model:
         return collect(self.stream(prompt, config, **overrides))
 
     def stream(self, prompt: str, config: GenerationConfig | None = None, **overrides) -> Iterator[TokenEvent]:
-        self._require_decoder("generate")
-        return self._stream_ids(self.tokenize(check_prompt(prompt), add_special=True), _config(config, overrides))
+        self.require_decoder("generate")
+        return self._stream_ids(self.tokenize(check_prompt(prompt), add_special=True), resolve_config(config, overrides))
 
     def generate_ids(self, ids: Sequence[int], config: GenerationConfig | None = None, **overrides) -> GenerationResult:
         """Generate from token ids (no tokenization: exact prompt lengths for benchmarks)."""
         return collect(self.stream_ids(ids, config, **overrides))
 
     def stream_ids(self, ids: Sequence[int], config: GenerationConfig | None = None, **overrides) -> Iterator[TokenEvent]:
-        self._require_decoder("generate")
-        return self._stream_ids([int(i) for i in ids], _config(config, overrides))
+        self.require_decoder("generate")
+        return self._stream_ids([int(i) for i in ids], resolve_config(config, overrides))
 
     def chat(self, messages: Sequence[dict], config: GenerationConfig | None = None, **overrides) -> GenerationResult:
         return collect(self.stream_chat(messages, config, **overrides))
 
     def stream_chat(self, messages: Sequence[dict], config: GenerationConfig | None = None, **overrides) -> Iterator[TokenEvent]:
-        self._require_decoder("chat")
+        self.require_decoder("chat")
         prompt = self.render_chat(messages)
-        return self._stream_ids(self.tokenize(prompt, add_special=False), _config(config, overrides))
+        return self._stream_ids(self.tokenize(prompt, add_special=False), resolve_config(config, overrides))
 
     def render_chat(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
         from edgekit.runtimes.chat import render
@@ -283,7 +300,8 @@ class Model:
     def embed(self, texts: str | Iterable[str], batch_size: int = 32) -> np.ndarray:
         raise UnsupportedModelError(
             f"{self.path.name} is a {self.kind} ({self.backend}); embed needs an encoder artifact "
-            "(export with --task feature-extraction)"
+            "(export with task=feature-extraction)",
+            param="task",
         )
 
     def classify(self, texts: str | Iterable[str], batch_size: int = 32) -> list[dict[str, Any]]:
@@ -306,7 +324,8 @@ class Model:
         finally:
             self._busy = False
 
-    def _require_decoder(self, what: str) -> None:
+    def require_decoder(self, what: str) -> None:
+        """Raise UnsupportedModelError unless this is a text-generation model (``what`` names the operation)."""
         if self.kind != "decoder":
             raise UnsupportedModelError(
                 f"{self.path.name} is an {self.kind}; {what} needs a text-generation artifact "
@@ -336,15 +355,18 @@ class Model:
             penalise = cfg.repetition_penalty != 1.0
             seen = np.asarray(ids, dtype=np.int64) if penalise else None
             decoder = IncrementalDecoder(self.detokenize)
-            stops = _StopScanner(cfg.stop)
+            stops = StopScanner(cfg.stop)
             budget = min(cfg.max_tokens, self.context_length - len(ids))
             self._reset()
-            logits = self._forward(ids)
+            logits = self.forward(ids)
             timings.prefill_s = time.perf_counter() - t0
             t_prev = time.perf_counter()
             for i in range(budget):
+                e, z, ent = distribution(logits)
+                if z != z:  # NaN: a NaN or inf among the logits (see distribution); costs nothing more
+                    raise self._corrupt(i)
                 tok = sampler(logits, seen)
-                prob, ent = confidence(logits, tok)
+                prob = float(e[tok]) / z
                 now = time.perf_counter()
                 if i == 0:
                     timings.ttft_s = now - t0
@@ -369,10 +391,19 @@ class Model:
                     return
                 if penalise:
                     seen = np.append(seen, tok)
-                logits = self._forward([tok])
+                logits = self.forward([tok])
 
 
-def _config(config: GenerationConfig | None, overrides: dict) -> GenerationConfig:
+    def _corrupt(self, step: int) -> BackendError:
+        where = "the prompt" if step == 0 else f"generated token {step}"
+        return BackendError(
+            f"{self.model_path} is corrupt: its {self.backend} output after {where} is not a number (NaN or inf "
+            "logits, e.g. from damaged weights); re-download or re-export the model"
+        )
+
+
+def resolve_config(config: GenerationConfig | None, overrides: dict[str, Any]) -> GenerationConfig:
+    """The config of one request: ``config`` (default: the defaults) with keyword ``overrides`` applied, validated."""
     if config is None:
         return GenerationConfig.from_dict(overrides)
     if not isinstance(config, GenerationConfig):

@@ -10,33 +10,26 @@ own (sampling.py), so settings mean the same as on the ONNX backend.
 from __future__ import annotations
 
 import ctypes
-import os
 import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from edgekit.errors import ArtifactError, BackendError, ConfigError, MissingDependencyError
+from edgekit.deps import llama_cpp_module
+from edgekit.errors import ArtifactError, BackendError, ConfigError
 from edgekit.manifest import Manifest
 from edgekit.runtimes.base import Model
+from edgekit.runtimes.threads import available_cpus, check_threads
 
 DEFAULT_CONTEXT = 4096
 GGUF_MAGIC = b"GGUF"
 
 
-def _llama_cpp():
-    try:
-        import llama_cpp
-    except ImportError as exc:
-        raise MissingDependencyError("llama-cpp-python (for GGUF models)", "gguf") from exc
-    return llama_cpp
-
-
 def default_threads() -> int:
     """llama-cpp-python's own default: half the logical cores (about the physical ones). llama.cpp's
     threads spin at barriers, so more threads than free cores slows decoding down many times."""
-    return max(1, (os.cpu_count() or 2) // 2)
+    return max(1, available_cpus() // 2)
 
 
 def check_gguf_file(path: Path) -> None:
@@ -58,10 +51,9 @@ class LlamaCppModel(Model):
     def __init__(self, path: Path, *, threads=None, context=None, manifest: Manifest | None = None, logits_all=False):
         super().__init__(path, manifest)
         t0 = time.perf_counter()
-        lc = _llama_cpp()
+        lc = llama_cpp_module("GGUF models")
         check_gguf_file(self.path)
-        if threads is not None and (not isinstance(threads, int) or threads < 1):
-            raise ConfigError(f"threads must be an integer >= 1, got {threads!r}")
+        threads = check_threads(threads)
         if context is not None and (not isinstance(context, int) or context < 2):
             raise ConfigError(f"context must be an integer >= 2, got {context!r}")
         n_threads = threads or default_threads()

@@ -1,11 +1,12 @@
 """onnxruntime backend: decoders with a KV cache, encoders, classifiers. No torch.
 
-Decoders are optimum's ``text-generation-with-past`` export: inputs ``input_ids``,
-``attention_mask``, ``position_ids`` (when present) and ``past_key_values.N.key/value``;
-outputs ``logits`` and ``present.N.key/value``. The loop runs through an
-``IOBinding``: the ``present`` tensors onnxruntime allocates for one step are
-bound as the ``past`` inputs of the next as they are (OrtValues), so the cache is
-never copied into or out of numpy between tokens.
+Decoders have inputs ``input_ids``, ``attention_mask``, ``position_ids`` (when
+present) and ``past_key_values.N.key/value``; outputs ``logits`` and
+``present.N.key/value``. The loop runs through an ``IOBinding`` and one of two
+cache disciplines (:mod:`edgekit.runtimes.onnx_kv`): optimum's graphs grow the
+cache each step (``present`` bound as the next ``past`` as onnxruntime allocated
+it); edgekit's fused graphs read and write one buffer per layer sized to the
+context, in place. Either way the cache never passes through numpy.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import numpy as np
 from edgekit.errors import ArtifactError, BackendError, ConfigError, MissingDependencyError
 from edgekit.manifest import Manifest, ModelInfo
 from edgekit.runtimes.base import Model
+from edgekit.runtimes.onnx_kv import GrowingCache, SharedBuffer, is_fused
+from edgekit.runtimes.threads import check_threads
 from edgekit.runtimes.tokenizer import HFTokenizer
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
@@ -35,8 +38,7 @@ def _ort():
 def make_session(path: Path, threads: int | None = None):
     """An onnxruntime CPU session; a file onnxruntime cannot read is an :class:`ArtifactError`."""
     ort = _ort()
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise ConfigError(f"threads must be an integer >= 1, got {threads!r}")
+    threads = check_threads(threads)
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -51,6 +53,18 @@ def make_session(path: Path, threads: int | None = None):
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
         reason = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__
         raise ArtifactError(f"{path} is not a loadable ONNX model (corrupt or truncated?): {reason}") from exc
+
+
+def check_tokenizer_size(tokenizer: HFTokenizer, info: ModelInfo, folder: Path) -> None:
+    """Refuse a tokenizer.json whose size differs from the one the artifact was exported with (the manifest's
+    ``model.tokenizer_size``). A tokenizer cut short still loads and still tokenizes the gate's prompts as before,
+    so no logits comparison sees it, but its ids no longer cover the model's vocabulary."""
+    n = tokenizer.vocab_size
+    if info.tokenizer_size is not None and n != info.tokenizer_size:
+        raise ArtifactError(
+            f"{folder}: tokenizer.json has {n} tokens but the model was exported with {info.tokenizer_size} "
+            "(truncated or replaced tokenizer); re-export the artifact"
+        )
 
 
 def _run_error(exc: Exception) -> BackendError:
@@ -69,6 +83,7 @@ class OnnxModel(Model):
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.tokenizer = HFTokenizer(folder, max_length=info.context_length if self.kind != "decoder" else None)
+        check_tokenizer_size(self.tokenizer, info, folder)
         self.chat_template = self.tokenizer.chat_template
         self.special_tokens = dict(self.tokenizer.special_tokens)
         self.context_length = info.context_length or 2048
@@ -83,6 +98,15 @@ class OnnxModel(Model):
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
         return self.tokenizer.encode(text, add_special=add_special)
+
+    def _finite(self, values: np.ndarray, what: str) -> np.ndarray:
+        """``values``, or a BackendError naming the model file when any is NaN or inf (damaged weights)."""
+        if not np.isfinite(values).all():
+            raise BackendError(
+                f"{self.model_path} is corrupt: its {what} contain NaN or inf values (e.g. from damaged weights); "
+                "re-download or re-export the model"
+            )
+        return values
 
     def detokenize(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(ids)
@@ -123,7 +147,8 @@ class OnnxEncoder(OnnxModel):
                     (hidden,) = self.session.run([self._output], feeds)
                 except Exception as exc:
                     raise _run_error(exc) from exc
-                out.append(pool(hidden, mask, self.info.pooling or "mean", bool(self.info.normalize)))
+                out.append(self._finite(pool(hidden, mask, self.info.pooling or "mean", bool(self.info.normalize)),
+                                        "embeddings"))
         return np.concatenate(out, axis=0)
 
 
@@ -155,7 +180,7 @@ class OnnxClassifier(OnnxModel):
                     (logits,) = self.session.run(["logits"], feeds)
                 except Exception as exc:
                     raise _run_error(exc) from exc
-                x = logits.astype(np.float64)
+                x = self._finite(logits, "logits").astype(np.float64)
                 x = np.exp(x - x.max(axis=1, keepdims=True))
                 out.append(x / x.sum(axis=1, keepdims=True))
         return np.concatenate(out, axis=0)
@@ -176,23 +201,27 @@ class OnnxDecoder(OnnxModel):
         if "logits" not in self.output_names or len(self.past_names) != len(self.present_names) or not self.past_names:
             raise ArtifactError(
                 f"{self.model_path} is not a decoder with a KV cache (needs logits, past_key_values.* and present.*): "
-                "export it with --task text-generation"
+                "export it with task=text-generation",
+                param="task",
             )
         meta = {i.name: i for i in self.session.get_inputs()}
         first = meta[self.past_names[0]]
-        self._past_dtype = _ORT_TYPES.get(first.type, np.float32)
+        past_dtype = _ORT_TYPES.get(first.type, np.float32)
         kv = first.shape[1] if isinstance(first.shape[1], int) else (self.info.n_kv_heads or 1)
         hd = first.shape[3] if isinstance(first.shape[3], int) else (self.info.head_dim or 1)
-        self._empty_past_shape = (1, kv, 0, hd)
         self._has_mask = "attention_mask" in self.input_names
         self._has_pos = "position_ids" in self.input_names
+        self.fused = is_fused(self.session)
+        if self.fused:  # edgekit's fused graph: present.N.* written in place into the past_key_values.N.* buffer
+            presents = [n.replace("past_key_values.", "present.", 1) for n in self.past_names]
+            self._cache = SharedBuffer(_ort(), self.past_names, presents, (1, kv, 0, hd), past_dtype)
+        else:
+            self._cache = GrowingCache(_ort(), self.past_names, self.present_names, (1, kv, 0, hd), past_dtype)
         self._binding = self.session.io_binding()
         self._reset()
 
     def _reset(self) -> None:
-        ort = _ort()
-        empty = ort.OrtValue.ortvalue_from_numpy(np.zeros(self._empty_past_shape, dtype=self._past_dtype))
-        self._past = [empty] * len(self.past_names)
+        self._cache.reset()
         self._n_past = 0
 
     def _run(self, ids: Sequence[int]):
@@ -200,6 +229,8 @@ class OnnxDecoder(OnnxModel):
         b = self._binding
         b.clear_binding_inputs()
         b.clear_binding_outputs()
+        if self.fused:
+            self._cache.reserve(self.context_length)
         feeds = {"input_ids": np.asarray([ids], dtype=np.int64)}
         if self._has_mask:
             feeds["attention_mask"] = np.ones((1, n + t), dtype=np.int64)
@@ -207,17 +238,14 @@ class OnnxDecoder(OnnxModel):
             feeds["position_ids"] = np.arange(n, n + t, dtype=np.int64)[None, :]
         for name, arr in feeds.items():
             b.bind_cpu_input(name, arr)
-        for name, val in zip(self.past_names, self._past):
-            b.bind_ortvalue_input(name, val)
         b.bind_output("logits", "cpu")
-        for name in self.present_names:
-            b.bind_output(name, "cpu")
+        self._cache.bind(b, n, t)
         try:
             self.session.run_with_iobinding(b)
         except Exception as exc:
             raise _run_error(exc) from exc
         outs = b.get_outputs()
-        self._past = outs[1:]
+        self._cache.update(outs[1:])
         self._n_past = n + t
         return outs[0]
 
@@ -234,7 +262,7 @@ class OnnxDecoder(OnnxModel):
             return out
 
     def close(self) -> None:
-        self._past = []
+        self._cache.close()
         self._binding = None
         super().close()
 

@@ -9,20 +9,39 @@ entropy of the distribution in nats. It costs one pass of exp over the vocabular
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+
+def distribution(logits: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """``(e, z, entropy)`` of softmax(logits): ``e = exp(logits - max)``, ``z = e.sum()``, entropy in nats.
+
+    ``z`` is NaN when a logit is NaN or +inf, or all are -inf (numpy's max propagates NaN), so
+    checking ``z`` checks the whole vocabulary at no extra cost: the generation loop refuses
+    non-finite logits with it. Some -inf logits (masked tokens) are fine: probability 0.
+    """
+    x = logits.astype(np.float32, copy=False)
+    m = float(x.max())
+    if not math.isfinite(m):  # a NaN anywhere, +inf anywhere, or nothing but -inf
+        return x, math.nan, math.nan
+    shifted = x - m
+    e = np.exp(shifted)
+    z = float(e.sum())
+    # H = log Z - sum(p * (x - m))
+    with np.errstate(invalid="ignore"):
+        dot = float(np.dot(e, shifted))
+    if dot != dot:  # NaN from 0 * -inf (masked tokens): leave them out (rare, so the slow path)
+        keep = e > 0
+        dot = float(np.dot(e[keep], shifted[keep]))
+    entropy = float(np.log(z) - dot / z)
+    return e, z, max(entropy, 0.0)  # NaN stays NaN (max keeps its first argument)
 
 
 def confidence(logits: np.ndarray, token: int) -> tuple[float, float]:
     """(probability of ``token``, entropy in nats) under softmax(logits)."""
-    x = logits.astype(np.float32, copy=False)
-    m = x.max()
-    shifted = x - m
-    e = np.exp(shifted)
-    z = float(e.sum())
-    prob = float(e[token]) / z
-    # H = log Z - sum(p * (x - m))
-    entropy = float(np.log(z) - float(np.dot(e, shifted)) / z)
-    return prob, max(entropy, 0.0)
+    e, z, entropy = distribution(logits)
+    return float(e[token]) / z, entropy
 
 
 class Sampler:

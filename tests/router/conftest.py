@@ -6,8 +6,9 @@
 * ``faulty`` (function): :class:`FaultyServer`, an HTTP/1.1 server on a thread that
   answers each request according to a plan: a status code (500, 429 with Retry-After,
   401 echoing the credentials it got), a slow first byte, a connection dropped before
-  the answer or mid-stream, malformed SSE, or a well-formed OpenAI answer. It records
-  every request (time, headers, JSON body).
+  the answer or mid-stream, malformed SSE, an answer that drips one chunk at a time
+  forever, an answer that ignores max_tokens or the stop strings, or a well-formed
+  OpenAI answer. It records every request (time, headers, JSON body).
 * ``broken_onnx_decoder``: a real ONNX decoder (onnx.helper graph, real tokenizer) that
   onnxruntime loads but fails to run, for real local failures.
 
@@ -33,6 +34,8 @@ import pytest
 
 KEY_ENV = "EDGEKIT_TEST_REMOTE_KEY"
 OK_WORDS = ["Paris", " is", " the", " capital", " of", " France", "."]
+LONG_WORDS = [f" word{i}" for i in range(200)]  # what a server that ignores max_tokens sends
+COUNTING = ["1", ",", " 2", ",", " 3", ",", " 4", "."]  # what a server that ignores stop=[","] sends
 
 
 def free_port() -> int:
@@ -103,9 +106,9 @@ def local_gguf(smollm2_gguf):
 
 @pytest.fixture(scope="session")
 def remote(llama_server):
-    from edgekit.runtimes.remote import RemoteLLM
+    from edgekit.router.remote import RemoteLLM
 
-    r = RemoteLLM(llama_server.url, llama_server.model, api_key_env=llama_server.key_env, timeout=120)
+    r = RemoteLLM(llama_server.url, llama_server.model, api_key_env=llama_server.key_env, timeout=120, deadline_s=600)
     yield r
     r.close()
 
@@ -126,11 +129,16 @@ class FaultyServer:
     ``"ok"``; ``(status, headers)`` e.g. ``(500, {})``, ``(429, {"Retry-After": "1"})``;
     ``"echo401"`` (401 quoting the Authorization header it got); ``"slow"`` (nothing for
     up to 30 s); ``"close"`` (drops the connection before answering); ``"drop"`` (200, two
-    tokens, then drops the connection); ``"malformed"`` (200 with invalid SSE / JSON).
+    tokens, then drops the connection); ``"malformed"`` (200 with invalid SSE / JSON);
+    ``"drip"`` (200, then one SSE chunk, or one byte of the JSON answer, every ``drip_s``
+    seconds, never finishing: each read gets data long before any read timeout);
+    ``"ignore_max"`` (an answer of ``LONG_WORDS`` tokens whatever max_tokens says, usage
+    included); ``"ignore_stop"`` (``COUNTING``, commas and all, whatever stop says).
     """
 
     plan: list = field(default_factory=lambda: ["ok"])
     seen: list[Seen] = field(default_factory=list)
+    drip_s: float = 0.1
 
     def __post_init__(self):
         self.release = threading.Event()
@@ -199,6 +207,10 @@ class FaultyServer:
                 h.end_headers()
                 h.wfile.write(b'{"choices": [{"index": 0, "message": {"content": "Par')
             return self._drop(h)
+        if step == "drip":
+            return self._drip(h, stream)
+        if step in ("ignore_max", "ignore_stop"):
+            return self._ok(h, stream, LONG_WORDS if step == "ignore_max" else COUNTING)
         if step == "malformed":
             if stream:
                 self._sse_head(h)
@@ -216,21 +228,42 @@ class FaultyServer:
         status, headers = step
         return h._reply_json(status, {"error": {"message": f"induced failure {status}", "type": "server_error"}}, headers)
 
-    def _ok(self, h, stream: bool) -> None:
+    def _ok(self, h, stream: bool, words: list[str] = OK_WORDS) -> None:
         if not stream:
             return h._reply_json(200, {
                 "id": "chatcmpl-faulty", "object": "chat.completion", "model": "faulty",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(OK_WORDS)}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 9, "completion_tokens": len(OK_WORDS), "total_tokens": 9 + len(OK_WORDS)},
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(words)}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 9, "completion_tokens": len(words), "total_tokens": 9 + len(words)},
             })
         self._sse_head(h)
         self._chunk(h, b": ping\n\n")
         self._chunk(h, _sse({"choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}))
-        for word in OK_WORDS:
+        for word in words:
             self._chunk(h, _sse({"choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}))
         self._chunk(h, _sse({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
         self._chunk(h, b"data: [DONE]\n\n")
         self._chunk(h, b"")
+        return None
+
+    def _drip(self, h, stream: bool) -> None:
+        """An answer that never ends, one piece every ``drip_s`` seconds, until the client hangs up."""
+        if stream:
+            self._sse_head(h)
+            pieces = (_sse({"choices": [{"index": 0, "delta": {"content": f" w{i}"}, "finish_reason": None}]})
+                      for i in range(10**6))
+        else:
+            h.send_response(200)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Length", str(10**6))
+            h.end_headers()
+            pieces = (b"{" if i == 0 else b" " for i in range(10**6))
+        for piece in pieces:
+            if self.release.wait(self.drip_s):
+                return None
+            try:
+                self._chunk(h, piece) if stream else (h.wfile.write(piece), h.wfile.flush())
+            except OSError:  # the client hung up: what the test wants
+                return None
         return None
 
     @staticmethod
@@ -344,5 +377,38 @@ def broken_local(broken_onnx_decoder):
     import edgekit
 
     model = edgekit.load(broken_onnx_decoder, threads=1)
+    yield model
+    model.close()
+
+
+# ---- a tiny local tier, healthy or broken (seconds to build: no packaged model needed) -------------------
+@pytest.fixture(scope="session")
+def tiny_gguf_file(tiny_llama, tmp_path_factory) -> Path:
+    """The tiny random llama as a bare f16 GGUF file (f16: a NaN in a weight stays NaN in llama.cpp)."""
+    from edgekit.exporters.gguf import export_gguf
+
+    return export_gguf(tiny_llama, tmp_path_factory.mktemp("router-tiny") / "gguf", quant="f16").model_path
+
+
+@pytest.fixture(scope="session")
+def tiny_local(tiny_gguf_file):
+    import edgekit
+
+    model = edgekit.load(tiny_gguf_file, threads=1)
+    yield model
+    model.close()
+
+
+@pytest.fixture(scope="session")
+def nan_local(tiny_gguf_file, tmp_path_factory):
+    """The same model with a NaN in a norm weight: every forward pass gives NaN logits."""
+    import shutil
+
+    import edgekit
+    from tests.runtimes.corrupt import poison_gguf
+
+    bad = tmp_path_factory.mktemp("router-nan") / "nan.gguf"
+    shutil.copyfile(tiny_gguf_file, bad)
+    model = edgekit.load(poison_gguf(bad, "blk.0.attn_norm.weight"), threads=1)
     yield model
     model.close()

@@ -8,7 +8,7 @@ import pytest
 
 from edgekit.errors import ConfigError
 from edgekit.router import CircuitBreaker, Policy, Router
-from edgekit.runtimes.remote import RemoteLLM
+from edgekit.router.remote import RemoteLLM
 
 Q = [{"role": "user", "content": "What is the chemical symbol for silver?"}]
 

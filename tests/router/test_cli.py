@@ -33,7 +33,7 @@ def env(tmp_path):
 
 
 def test_run_streams_then_reports_speed_and_confidence(cli, smollm2_gguf, local_gguf, env):
-    proc = cli("run", smollm2_gguf, "-p", "The capital of France is", "-n", "8", "--threads", "1", env=env)
+    proc = cli("run", smollm2_gguf, "--raw", "-p", "The capital of France is", "-n", "8", "--threads", "1", env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == local_gguf.generate("The capital of France is", max_tokens=8).text + "\n"
     assert "tok/s" in proc.stderr and "prefill" in proc.stderr and "decode" in proc.stderr
@@ -41,7 +41,8 @@ def test_run_streams_then_reports_speed_and_confidence(cli, smollm2_gguf, local_
 
 
 def test_run_json(cli, smollm2_gguf, local_gguf, env):
-    proc = cli("run", smollm2_gguf, "-p", "The capital of France is", "-n", "6", "--threads", "1", "--json", env=env)
+    proc = cli("run", smollm2_gguf, "--raw", "-p", "The capital of France is", "-n", "6", "--threads", "1", "--json",
+               env=env)
     assert proc.returncode == 0, proc.stderr
     (data,) = json_objects(proc.stdout)
     direct = local_gguf.generate("The capital of France is", max_tokens=6)
@@ -63,7 +64,7 @@ def test_chat_keeps_the_history_until_exit(cli, smollm2_gguf, env):
 
 
 def test_run_through_the_router_prints_the_decision(cli, smollm2_gguf, llama_server, remote, env):
-    args = ["run", smollm2_gguf, "--template", "-p", UNSURE, "-n", "12", "--threads", "1",
+    args = ["run", smollm2_gguf, "-p", UNSURE, "-n", "12", "--threads", "1",
             "--remote", llama_server.url, "--model", llama_server.model, "--api-key-env", llama_server.key_env]
     proc = cli(*args, env=env)
     assert proc.returncode == 0, proc.stderr
@@ -80,7 +81,7 @@ def test_a_configured_remote_and_decision_log(cli, smollm2_gguf, llama_server, t
         f'[remote]\nurl = "{llama_server.url}"\nmodel = "{llama_server.model}"\napi_key_env = "{llama_server.key_env}"\n'
         '[decision_log]\npath = "decisions.jsonl"\n'
     )
-    proc = cli("run", smollm2_gguf, "--template", "-p", CONFIDENT, "-n", "8", "--threads", "1", "--config", config,
+    proc = cli("run", smollm2_gguf, "-p", CONFIDENT, "-n", "8", "--threads", "1", "--config", config,
                "--json", env=env)
     assert proc.returncode == 0, proc.stderr
     (data,) = json_objects(proc.stdout)

@@ -65,7 +65,7 @@ def test_file_then_env_then_overrides(tmp_path, clean_env, local_gguf):
     assert router.remote.base_url == "http://10.0.0.1:8000/v1" and router.remote.extra_body == {"top_k": 40}
     assert router.breaker.failure_threshold == 5 and router.policy.first_k == 6
     assert router.log.path == tmp_path / "logs" / "decisions.jsonl" and router.log.path.is_file()
-    assert "sk-from-env" not in repr(router) and router.remote._key.get() == "sk-from-env"
+    assert "sk-from-env" not in repr(router) and router.remote.redact("key sk-from-env") == "key ***"  # the key it holds
 
 
 def test_where_the_config_comes_from(tmp_path, clean_env):
@@ -150,7 +150,7 @@ def test_router_side_modules_stay_torch_free():
     import sys
 
     code = (
-        "import sys, edgekit.router, edgekit.router.calibration, edgekit.runtimes.remote, edgekit.cli.run, edgekit.cli.calibrate\n"
+        "import sys, edgekit.router, edgekit.router.calibration, edgekit.router.remote, edgekit.cli.run, edgekit.cli.calibrate\n"
         "heavy = sorted(m for m in ('torch', 'transformers', 'optimum') if m in sys.modules)\n"
         "print(','.join(heavy))"
     )

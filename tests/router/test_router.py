@@ -16,7 +16,7 @@ import edgekit
 from edgekit.errors import BackendError, ContextOverflowError, FallbackExhausted, RemoteUnavailable
 from edgekit.router import Policy, Router
 from edgekit.router.calibration import is_correct
-from edgekit.runtimes.remote import RemoteLLM
+from edgekit.router.remote import RemoteLLM
 from tests.router.conftest import OK_WORDS
 
 CONFIDENT = [{"role": "user", "content": "What is the chemical symbol for silver?"}]

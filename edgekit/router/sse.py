@@ -1,0 +1,100 @@
+"""Parsing what an OpenAI-compatible server sends: server-sent events, stream chunks, error bodies.
+
+Everything here turns untrusted bytes into values or raises
+:class:`~edgekit.errors.RemoteProtocolError` / :class:`~edgekit.errors.RemoteUnavailable`
+(tests/test_parsers_fuzz.py feeds it random and mutated streams). ``remote`` is the
+:class:`~edgekit.router.remote.RemoteLLM` being read: errors name it (``_where()``) and
+quote the server scrubbed of the API key (``redact()``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from edgekit.errors import RemoteProtocolError, RemoteUnavailable
+from edgekit.fileio import parse_json
+
+
+def error_detail(text: str) -> str:
+    """The message of an OpenAI-style error body, else the start of the body, on one line."""
+    try:
+        data = parse_json(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        err = data.get("error", data.get("detail", data.get("message")))
+        if isinstance(err, dict):
+            err = err.get("message", err)
+        if err is not None:
+            text = str(err)
+    return " ".join(text.split())[:200]
+
+
+def sse_data(lines: Iterator[str]) -> Iterator[str]:
+    """The ``data`` payloads of a server-sent event stream (comments, event names and ids ignored)."""
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        if field == "data":
+            data.append(value[1:] if value.startswith(" ") else value)
+    if data:
+        yield "\n".join(data)
+
+
+def chunks(remote: Any, lines: Iterator[str]) -> Iterator[tuple[str, str | None, dict | None]]:
+    """(content delta, finish_reason, usage) per chat.completion.chunk, until ``[DONE]``."""
+    for payload in sse_data(lines):
+        if payload.strip() == "[DONE]":
+            return
+        try:
+            chunk = parse_json(payload)
+        except ValueError as exc:
+            raise RemoteProtocolError(f"{remote._where()} sent a malformed stream event: {remote.redact(payload[:120])!r}") from exc
+        if not isinstance(chunk, dict):
+            raise RemoteProtocolError(f"{remote._where()} sent a stream event that is not an object: {remote.redact(payload[:120])!r}")
+        if "error" in chunk:
+            raise RemoteUnavailable(f"{remote._where()} reported an error mid-stream: {remote.redact(error_detail(payload))}")
+        usage = usage_counts(chunk.get("usage"))
+        choices = chunk.get("choices")
+        if not choices:
+            if usage is None:
+                raise RemoteProtocolError(f"{remote._where()} sent a stream event without choices: {remote.redact(payload[:120])!r}")
+            yield "", None, usage
+            continue
+        try:
+            choice = choices[0]
+            delta = choice.get("delta") or {}
+            content = delta.get("content") or ""
+            finish = choice.get("finish_reason")
+        except (AttributeError, IndexError, KeyError, TypeError) as exc:
+            raise RemoteProtocolError(f"{remote._where()} sent a malformed chunk: {remote.redact(payload[:120])!r}") from exc
+        if not isinstance(content, str):
+            raise RemoteProtocolError(f"{remote._where()} sent non-text content: {remote.redact(payload[:120])!r}")
+        if finish is not None and not isinstance(finish, str):
+            raise RemoteProtocolError(f"{remote._where()} sent a finish_reason that is not text: {remote.redact(payload[:120])!r}")
+        yield content, finish, usage
+
+
+def usage_counts(value) -> dict[str, int] | None:
+    """The token counts of a ``usage`` object; a count that is not a whole number >= 0 reads as unknown (0).
+
+    Counts only feed the timings, so a server's junk there does not cost the caller the answer.
+    """
+    if not isinstance(value, dict):
+        return None
+    counts = {}
+    for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        n = value.get(key)
+        if n is not None:
+            counts[key] = n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else 0
+    return counts
+
+
+__all__ = ["sse_data", "chunks", "usage_counts", "error_detail"]

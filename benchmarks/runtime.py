@@ -41,14 +41,18 @@ TEXT = (
 ) * 40
 
 
-def artifact(name: str, source: str, quantize: str, optimize: bool | None = None) -> Path:
-    """Export once into the cache; ``optimize`` (decoders) re-exports a cached one made the other way."""
+def artifact(name: str, source: str, quantize: str, optimize: bool | None = None, via: str = "auto") -> Path:
+    """Export once into the cache; ``optimize`` (traced decoders) re-exports a cached one made the other way.
+
+    ``via="optimum"`` is the traced graph optimum's ORTModelForCausalLM runs; ``via="fused"`` edgekit's
+    fused decoder graph (only edgekit and onnxruntime-genai run it).
+    """
     path = cache_dir() / "bench" / name
     fresh = (path / "edgekit.json").is_file() and (
         optimize is None or bool(read_manifest(path).graph_rewrites) == optimize)
     if not fresh:
         print(f"exporting {name} ...", file=sys.stderr)
-        edgekit.export_onnx(source, path, quant=quantize, force=True, optimize=optimize is not False)
+        edgekit.export_onnx(source, path, quant=quantize, force=True, optimize=optimize is not False, via=via)
     return path
 
 
@@ -223,10 +227,11 @@ def main() -> None:
 
     from edgekit.packaged import smollm2_gguf_path
 
-    fp32 = artifact("smollm2-fp32", "packaged:smollm2", "none", optimize=True)
-    traced = artifact("smollm2-fp32-traced", "packaged:smollm2", "none", optimize=False)
-    int8 = artifact("smollm2-int8", "packaged:smollm2", "int8", optimize=True)
-    int4 = artifact("smollm2-int4", "packaged:smollm2", "int4", optimize=True)
+    fp32 = artifact("smollm2-fp32-optimum", "packaged:smollm2", "none", optimize=True, via="optimum")
+    traced = artifact("smollm2-fp32-traced", "packaged:smollm2", "none", optimize=False, via="optimum")
+    int8 = artifact("smollm2-int8-optimum", "packaged:smollm2", "int8", optimize=True, via="optimum")
+    int4 = artifact("smollm2-int4-optimum", "packaged:smollm2", "int4", optimize=True, via="optimum")
+    fused = {q: artifact(f"smollm2-{q}-fused", "packaged:smollm2", q, via="fused") for q in ("none", "int8", "int4")}
     minilm = artifact("minilm-fp32", "packaged:minilm", "none")
     bw = bandwidth_gbs()
     res = {"threads": args.threads, "bandwidth_gbs": bw}
@@ -235,6 +240,8 @@ def main() -> None:
     res["onnx_fp32_traced"] = bench_onnx_decoder(args, traced, with_optimum=True)
     res["onnx_int8"] = bench_onnx_decoder(args, int8, with_optimum=False)
     res["onnx_int4"] = bench_onnx_decoder(args, int4, with_optimum=False)
+    for q, path in fused.items():
+        res[f"fused_{q}"] = bench_onnx_decoder(args, path, with_optimum=False)
     res["embed"] = bench_embed(args, minilm)
     res["cold_start"] = cold_start(int8)
 
@@ -252,6 +259,11 @@ def main() -> None:
     for name in ("onnx_int8", "onnx_int4"):
         r = res[name]
         print(f"| ONNX {name[5:]} decode tok/s ({r['size_mb']:.0f} MB) vs edgekit fp32 | {r['edgekit_tps']:.1f} | {o['edgekit_tps']:.1f} | {r['edgekit_tps'] / o['edgekit_tps']:.2f} | - |")
+    for q, traced_name in (("none", "onnx_fp32"), ("int8", "onnx_int8"), ("int4", "onnx_int4")):
+        r, t = res[f"fused_{q}"], res[traced_name]
+        label = "fp32" if q == "none" else q
+        print(f"| fused {label} decode tok/s ({r['size_mb']:.0f} MB) vs the traced {label} export | {r['edgekit_tps']:.1f} | "
+              f"{t['edgekit_tps']:.1f} | {r['edgekit_tps'] / t['edgekit_tps']:.2f} | - |")
     e = res["embed"]
     print(f"| MiniLM embeddings/s, batch 32, vs raw onnxruntime session | {e['edgekit_per_s']:.0f} | {e['raw_per_s']:.0f} | {e['ratio']:.3f} | >= 0.97 |")
     c = res["cold_start"]

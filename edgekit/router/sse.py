@@ -3,7 +3,7 @@
 Everything here turns untrusted bytes into values or raises
 :class:`~edgekit.errors.RemoteProtocolError` / :class:`~edgekit.errors.RemoteUnavailable`
 (tests/test_parsers_fuzz.py feeds it random and mutated streams). ``remote`` is the
-:class:`~edgekit.router.remote.RemoteLLM` being read: errors name it (``_where()``) and
+:class:`~edgekit.router.remote.RemoteLLM` being read: errors name it (``where()``) and
 quote the server scrubbed of the API key (``redact()``).
 """
 
@@ -56,16 +56,16 @@ def chunks(remote: Any, lines: Iterator[str]) -> Iterator[tuple[str, str | None,
         try:
             chunk = parse_json(payload)
         except ValueError as exc:
-            raise RemoteProtocolError(f"{remote._where()} sent a malformed stream event: {remote.redact(payload[:120])!r}") from exc
+            raise RemoteProtocolError(f"{remote.where()} sent a malformed stream event: {remote.redact(payload[:120])!r}") from exc
         if not isinstance(chunk, dict):
-            raise RemoteProtocolError(f"{remote._where()} sent a stream event that is not an object: {remote.redact(payload[:120])!r}")
+            raise RemoteProtocolError(f"{remote.where()} sent a stream event that is not an object: {remote.redact(payload[:120])!r}")
         if "error" in chunk:
-            raise RemoteUnavailable(f"{remote._where()} reported an error mid-stream: {remote.redact(error_detail(payload))}")
+            raise RemoteUnavailable(f"{remote.where()} reported an error mid-stream: {remote.redact(error_detail(payload))}")
         usage = usage_counts(chunk.get("usage"))
         choices = chunk.get("choices")
         if not choices:
             if usage is None:
-                raise RemoteProtocolError(f"{remote._where()} sent a stream event without choices: {remote.redact(payload[:120])!r}")
+                raise RemoteProtocolError(f"{remote.where()} sent a stream event without choices: {remote.redact(payload[:120])!r}")
             yield "", None, usage
             continue
         try:
@@ -74,11 +74,11 @@ def chunks(remote: Any, lines: Iterator[str]) -> Iterator[tuple[str, str | None,
             content = delta.get("content") or ""
             finish = choice.get("finish_reason")
         except (AttributeError, IndexError, KeyError, TypeError) as exc:
-            raise RemoteProtocolError(f"{remote._where()} sent a malformed chunk: {remote.redact(payload[:120])!r}") from exc
+            raise RemoteProtocolError(f"{remote.where()} sent a malformed chunk: {remote.redact(payload[:120])!r}") from exc
         if not isinstance(content, str):
-            raise RemoteProtocolError(f"{remote._where()} sent non-text content: {remote.redact(payload[:120])!r}")
+            raise RemoteProtocolError(f"{remote.where()} sent non-text content: {remote.redact(payload[:120])!r}")
         if finish is not None and not isinstance(finish, str):
-            raise RemoteProtocolError(f"{remote._where()} sent a finish_reason that is not text: {remote.redact(payload[:120])!r}")
+            raise RemoteProtocolError(f"{remote.where()} sent a finish_reason that is not text: {remote.redact(payload[:120])!r}")
         yield content, finish, usage
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 
@@ -89,15 +88,21 @@ def test_encoder_batches(onnx_artifact, host_profile):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("which", ["gguf", "onnx"])
-def test_peak_rss_agrees_with_usr_bin_time(which, smollm2_gguf, onnx_decoder):
+def test_peak_rss_agrees_with_usr_bin_time(which, smollm2_gguf, onnx_decoder, tmp_path):
+    """The peak RSS bench reports is the one /usr/bin/time reports for the same run.
+
+    One run measured both ways: two separate runs of an ONNX model differ by more than 10 % in peak RSS
+    (onnxruntime's arena grows differently from run to run), so comparing two runs tested the model, not us.
+    """
     cmd = worker_command(smollm2_gguf if which == "gguf" else onnx_decoder, threads=2, context=None,
                          prompt_tokens=16, gen_tokens=8, batch_reps=1)
-    data, code, timed_out, rss, _wall, err = run_once(cmd, 300)
+    out = tmp_path / "time.txt"
+    data, code, timed_out, rss, _wall, err = run_once(["/usr/bin/time", "-f", "%M", "-o", str(out), *cmd], 300)
     assert code == 0 and not timed_out, err
-    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-500:]
-    kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
-    assert rss == pytest.approx(kb * 1024, rel=0.10)
+    assert data and "error" not in data, data
+    kb = int(out.read_text().split()[-1])
+    assert kb > 50_000  # the model is loaded: tens of MB at least
+    assert rss == pytest.approx(kb * 1024, rel=0.02)
 
 
 def test_profiler_and_target_modules_stay_torch_free():

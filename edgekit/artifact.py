@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from edgekit.errors import ArtifactError
+from edgekit.gguf_header import check_gguf_vocab
 from edgekit.manifest import MANIFEST_NAME, Manifest, ModelInfo, model_info_from_folder, read_manifest, verify_files
 
 # the file suffix of each format's bare model file
@@ -64,7 +65,9 @@ def resolve_artifact(path: str | os.PathLike, *, check: Literal["model", "sizes"
 
     ``check`` for a folder: "model" only checks the model file is there; "sizes" checks every file's size
     against the manifest, "hashes" also its sha256 (see :func:`edgekit.manifest.verify_files`). A bare
-    .onnx file's task is read from its inputs and outputs (this opens an onnxruntime session).
+    .onnx file's task is read from its inputs and outputs (this opens an onnxruntime session); a bare
+    .gguf file's header is read, and a vocabulary llama.cpp would abort on is refused
+    (:func:`edgekit.gguf_header.check_gguf_vocab`).
     """
     p = Path(path).expanduser()
     if not p.exists():
@@ -86,6 +89,7 @@ def resolve_artifact(path: str | os.PathLike, *, check: Literal["model", "sizes"
     if fmt is None or not p.is_file():
         raise ArtifactError(f"{p} is neither an artifact folder nor a .gguf/.onnx file")
     if fmt == "gguf":
+        check_gguf_vocab(p)  # duplicate tokens abort llama.cpp (SIGABRT): refused first (25 ms for SmolLM2's 98 MB)
         return ResolvedArtifact(p, p.parent, p, "gguf", "text-generation")
     from edgekit.runtimes.onnx import infer_task_from_session
 

@@ -99,17 +99,21 @@ def gguf_file(work) -> tuple[Path, bytes]:
 
 
 def _check_gguf(path: Path, data: bytes) -> None:
-    from edgekit.profiler.shape import ModelShape, gguf_shape, read_gguf_header
+    from edgekit.gguf_header import check_gguf_vocab, read_gguf_header
+    from edgekit.profiler.shape import ModelShape, gguf_shape
     from edgekit.runtimes.llamacpp import check_gguf_file
 
     path.write_bytes(data)
     expect(lambda: check_gguf_file(path), ArtifactError)
     expect(lambda: read_gguf_header(path), ArtifactError, tuple)
+    expect(lambda: read_gguf_header(path, arrays=("tokenizer.ggml.tokens",), tensors=False), ArtifactError, tuple)
+    expect(lambda: check_gguf_vocab(path), ArtifactError, type(None))
     expect(lambda: gguf_shape(path), ArtifactError, ModelShape)
 
 
 def test_the_gguf_seed_reads(gguf_file):
-    from edgekit.profiler.shape import gguf_shape, read_gguf_header
+    from edgekit.gguf_header import read_gguf_header
+    from edgekit.profiler.shape import gguf_shape
 
     path, seed = gguf_file
     path.write_bytes(seed)
@@ -121,13 +125,15 @@ def test_the_gguf_seed_reads(gguf_file):
 
 @pytest.mark.parametrize("index", range(len(fz.huge_ggufs())))
 def test_gguf_header_with_huge_counts_fails_fast(gguf_file, index):
-    from edgekit.profiler.shape import gguf_shape, read_gguf_header
+    from edgekit.gguf_header import check_gguf_vocab, read_gguf_header
+    from edgekit.profiler.shape import gguf_shape
 
     path = gguf_file[0].with_name(f"huge-{index}.gguf")
     path.write_bytes(fz.huge_ggufs()[index])
     for read in (read_gguf_header, gguf_shape):
         with pytest.raises(ArtifactError, match="huge-"):
             read(path)
+    assert check_gguf_vocab(path) is None  # at once: a damaged header is the loader's to report
 
 
 def test_gguf_odd_but_readable_headers(gguf_file):

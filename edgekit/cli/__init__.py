@@ -52,7 +52,7 @@ def _register() -> None:
     import pkgutil
 
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if not info.name.startswith("_") and info.name != "output":
+        if not info.name.startswith("_") and info.name not in ("output", "routing"):  # helpers, no commands
             importlib.import_module(f"{__name__}.{info.name}")
 
 
@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         from edgekit.cli.output import error_line
 
         typer.echo(f"edgekit: error: {error_line(exc)}", err=True)
+        for line in getattr(exc, "details", ()):  # e.g. optimize's closest candidates, under the one error line
+            typer.echo(f"  {line}", err=True)
         return exc.exit_code
     except Terminated as exc:  # SIGTERM/SIGHUP while an artifact was staged: its cleanup has run
         typer.echo("edgekit: terminated", err=True)

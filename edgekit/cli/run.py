@@ -17,8 +17,8 @@ import typer
 
 from edgekit.cli import app
 from edgekit.cli.output import err, print_json
+from edgekit.cli.routing import RoutingOptions, router_config, routing_options
 from edgekit.errors import ConfigError
-from edgekit.fileio import check_output_file
 
 if TYPE_CHECKING:
     from edgekit.runtimes.base import GenerationConfig, Model
@@ -121,6 +121,7 @@ def answer(target: Tier, request: tuple[str, Any], cfg: GenerationConfig, *, as_
 
 
 @app.command("run")
+@routing_options
 def run_cmd(
     artifact: str = typer.Argument(..., help=ARTIFACT_HELP, show_default=False),
     prompt: Optional[str] = typer.Option(None, "-p", "--prompt", help="The prompt ('-' reads it from stdin).", show_default=False),
@@ -135,18 +136,7 @@ def run_cmd(
     repeat_penalty: float = typer.Option(1.0, "--repeat-penalty", help="> 1 discourages repeats (1: off)."),
     stop: List[str] = typer.Option([], "--stop", help="Stop when this text appears (repeatable).", show_default=False),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for sampling."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for the local model (more than the CPUs warns; over 4x them is refused)."),
-    context: Optional[int] = typer.Option(None, "--context", min=2, help="Local context window in tokens."),
-    remote: Optional[str] = typer.Option(None, "--remote", help="OpenAI-compatible base URL of the remote tier (e.g. http://127.0.0.1:8080/v1): route through the fallback router.", show_default=False),
-    model_name: Optional[str] = typer.Option(None, "--model", help="The remote's model name.", show_default=False),
-    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Environment variable holding the remote's API key (default EDGEKIT_REMOTE_API_KEY).", show_default=False),
-    config: Optional[Path] = typer.Option(None, "--config", help="edgekit.toml to read (default: $EDGEKIT_CONFIG, else ./edgekit.toml if present).", show_default=False),
-    local_only: bool = typer.Option(False, "--local-only", help="Ignore a remote configured in edgekit.toml or the environment."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Low-confidence threshold (overrides the config).", show_default=False),
-    first_k: Optional[int] = typer.Option(None, "--first-k", min=1, help="Tokens the confidence is measured over.", show_default=False),
-    ttft_budget: Optional[float] = typer.Option(None, "--ttft-budget", min=0.0, help="Seconds: a slower local first token goes remote.", show_default=False),
-    total_budget: Optional[float] = typer.Option(None, "--total-budget", min=0.0, help="Seconds for the whole answer: a local answer unfinished by then goes remote, which must be done by then too (given at least 30 s, policy remote_min_s).", show_default=False),
-    decision_log: Optional[Path] = typer.Option(None, "--decision-log", help="Append one JSON line per request to this file.", show_default=False),
+    routing: RoutingOptions = RoutingOptions(),  # --threads, --context and the router's options (edgekit/cli/routing.py)
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per answer (text, timings, confidence, decision) instead of streaming."),
 ):
     """Answer a prompt (-p) or chat (--chat), streaming tokens as they come.
@@ -171,12 +161,12 @@ def run_cmd(
     if raw and (chat or system or template):
         used = "--chat" if chat else "--system" if system else "--template"
         raise ConfigError(f"--raw sends plain text without the chat template, {used} needs the template: pass one of them")
-    router_cfg = _router_config(config, remote, model_name, api_key_env, threshold, first_k, ttft_budget, total_budget, decision_log, local_only)
+    router_cfg = router_config(routing)
     remote_llm = router_cfg.make_remote() if router_cfg is not None else None
-    model = load_model(artifact, threads, context)
+    model = load_model(artifact, routing.threads, routing.context)
     try:
         target: Tier = router_cfg.make_router(model, remote_llm) if remote_llm is not None else model
-        k = router_cfg.policy.first_k if router_cfg is not None else (first_k or 8)
+        k = router_cfg.policy.first_k if router_cfg is not None else (routing.first_k or 8)
         if chat:
             _chat_loop(target, cfg, system, as_json=as_json, first_k=k)
         elif system or (model.chat_template and not raw):
@@ -191,31 +181,6 @@ def run_cmd(
         if remote_llm is not None:
             remote_llm.close()
         model.close()
-
-
-def _router_config(config, remote, model_name, api_key_env, threshold, first_k, ttft_budget, total_budget, decision_log, local_only):
-    """The router's configuration, or None when no remote is configured (plain local run)."""
-    from edgekit.router.config import load_config
-
-    if local_only and remote:
-        raise ConfigError("--local-only and --remote contradict each other: pass one")
-    if model_name and not remote and local_only:
-        raise ConfigError("--model names the remote's model: it needs --remote URL (or a configured remote)")
-    policy: dict[str, Any] = {"threshold": threshold, "first_k": first_k, "ttft_budget_s": ttft_budget, "total_budget_s": total_budget}
-    cfg = load_config(
-        config, remote={"url": remote, "model": model_name, "api_key_env": api_key_env}, policy=policy,
-        decision_log={"path": str(decision_log.absolute()) if decision_log else None},  # relative to the cwd
-    )
-    if local_only or not cfg.has_remote:
-        routing = {"--model": model_name, "--api-key-env": api_key_env, "--threshold": threshold,
-                   "--ttft-budget": ttft_budget, "--total-budget": total_budget, "--decision-log": decision_log}
-        given = [flag for flag, value in routing.items() if value is not None]
-        if given:
-            raise ConfigError(f"{', '.join(given)} only apply when routing: pass --remote URL too (or configure a remote)")
-        return None
-    if cfg.log_path() is not None:  # before any model loads: the log is appended to after each answer
-        check_output_file(cfg.log_path(), "decision_log", append=True, make_folders=True)
-    return cfg
 
 
 def _chat_loop(target: Tier, cfg: GenerationConfig, system: str | None, *, as_json: bool, first_k: int) -> None:

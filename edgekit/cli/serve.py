@@ -1,7 +1,7 @@
 """``edgekit serve``: an OpenAI-compatible server over an artifact, falling back to a remote LLM by itself.
 
-The routing settings are ``edgekit run``'s (``--remote``/``--model``, edgekit.toml, the
-environment, the threshold ``edgekit calibrate`` wrote); see edgekit/serve for the server.
+The routing settings are ``edgekit run``'s, declared once in edgekit/cli/routing.py (``--remote``/``--model``,
+edgekit.toml, the environment, the threshold ``edgekit calibrate`` wrote); see edgekit/serve for the server.
 """
 
 from __future__ import annotations
@@ -13,29 +13,20 @@ import typer
 
 from edgekit.cli import app
 from edgekit.cli.output import err
-from edgekit.cli.run import ARTIFACT_HELP, _router_config, load_model
+from edgekit.cli.routing import RoutingOptions, router_config, routing_options
+from edgekit.cli.run import ARTIFACT_HELP, load_model
 from edgekit.errors import ConfigError
 
 
 @app.command("serve")
+@routing_options
 def serve_cmd(
     artifact: str = typer.Argument(..., help=ARTIFACT_HELP + " An encoder artifact serves /v1/embeddings alone.", show_default=False),
     embed: Optional[str] = typer.Option(None, "--embed", help="An encoder artifact (e.g. MiniLM) for /v1/embeddings.", show_default=False),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; anything beyond loopback should have API keys."),
     port: int = typer.Option(8080, "--port", min=0, max=65535, help="Port to listen on (0: any free port)."),
     replicas: int = typer.Option(1, "--replicas", min=1, help="Local models answering in parallel (each loads the artifact; mind --threads)."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads per local model."),
-    context: Optional[int] = typer.Option(None, "--context", min=2, help="Local context window in tokens."),
-    remote: Optional[str] = typer.Option(None, "--remote", help="OpenAI-compatible base URL of the remote tier: route through the fallback router.", show_default=False),
-    model_name: Optional[str] = typer.Option(None, "--model", help="The remote's model name.", show_default=False),
-    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Environment variable holding the REMOTE's API key (default EDGEKIT_REMOTE_API_KEY).", show_default=False),
-    config: Optional[Path] = typer.Option(None, "--config", help="edgekit.toml to read (default: $EDGEKIT_CONFIG, else ./edgekit.toml if present).", show_default=False),
-    local_only: bool = typer.Option(False, "--local-only", help="Ignore a remote configured in edgekit.toml or the environment."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Low-confidence threshold (default: the config's, as edgekit calibrate wrote it).", show_default=False),
-    first_k: Optional[int] = typer.Option(None, "--first-k", min=1, help="Tokens the confidence is measured over.", show_default=False),
-    ttft_budget: Optional[float] = typer.Option(None, "--ttft-budget", min=0.0, help="Seconds: a slower local first token goes remote.", show_default=False),
-    total_budget: Optional[float] = typer.Option(None, "--total-budget", min=0.0, help="Seconds: a local draft unfinished by then goes remote.", show_default=False),
-    decision_log: Optional[Path] = typer.Option(None, "--decision-log", help="Append one JSON line per routed request to this file.", show_default=False),
+    routing: RoutingOptions = RoutingOptions(),  # --threads, --context and the router's options (edgekit/cli/routing.py)
     api_key: List[str] = typer.Option([], "--api-key", help="A key clients must send as 'Authorization: Bearer KEY' (repeatable; prefer $EDGEKIT_API_KEYS or --api-key-file: command lines are visible to other users).", show_default=False),
     api_key_file: List[Path] = typer.Option([], "--api-key-file", help="A file of client keys, one per line (repeatable; also $EDGEKIT_API_KEYS_FILE).", show_default=False),
     alias: Optional[str] = typer.Option(None, "--alias", help="The model id clients see (default: the artifact's name).", show_default=False),
@@ -61,8 +52,7 @@ def serve_cmd(
         raise ConfigError(f"--log-level must be one of critical, error, warning, info, debug; got {log_level!r}")
     require_server()
     keys = load_api_keys(api_key, api_key_file)
-    router_cfg = _router_config(config, remote, model_name, api_key_env, threshold, first_k, ttft_budget, total_budget,
-                                decision_log, local_only)
+    router_cfg = router_config(routing)
     remote_llm = router_cfg.make_remote() if router_cfg is not None else None
     from edgekit.serve.server import bind, loopback_warning
 
@@ -73,7 +63,7 @@ def serve_cmd(
     models, embedder, tiers = [], None, []
     try:
         for _ in range(replicas):
-            models.append(load_model(artifact, threads, context))
+            models.append(load_model(artifact, routing.threads, routing.context))
             if models[0].kind != "decoder":
                 break
         if models[0].kind == "encoder":
@@ -83,7 +73,7 @@ def serve_cmd(
         elif models[0].kind != "decoder":
             raise ConfigError(f"{artifact} is a {models[0].kind}: edgekit serve needs a text-generation or an encoder artifact")
         elif embed:
-            embedder = edgekit.load(load_path(embed), threads=threads)
+            embedder = edgekit.load(load_path(embed), threads=routing.threads)
         tiers = _tiers(models, router_cfg, remote_llm)
         _run(tiers, embedder, host, sock, keys, router_cfg, dict(
             model_name=alias, api_keys=keys, max_queue=max_queue, remote_concurrency=remote_concurrency,

@@ -31,6 +31,7 @@ from pydantic import Field
 from edgekit import quants
 from edgekit.artifact import ResolvedArtifact, resolve_artifact
 from edgekit.errors import ArtifactError, ConfigError, MissingDependencyError
+from edgekit.gguf_header import read_gguf_header
 from edgekit.names import BACKEND_OF_FORMAT, FORMATS, KIND_OF_TASK, Backend, Kind
 from edgekit.protobuf import ONNX_ELEM_BYTES, read_onnx_graph
 from edgekit.strict import StrictModel
@@ -184,94 +185,6 @@ def dims_numel(dims: list[int]) -> int:
     for d in dims:
         n *= d
     return n
-
-
-_GGUF_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_GGUF_NEWEST = 3  # llama.cpp refuses GGUF versions newer than the one it writes
-_GGML_MAX_DIMS = 4
-_GGUF_MAX_NESTING = 8  # arrays of arrays: gguf-py writes one level; deeper is damage, not data
-
-
-def read_gguf_header(path: Path) -> tuple[dict[str, object], list[tuple[str, list[int], int]]]:
-    """Scalar metadata and tensor infos (name, dims, ggml type) of a GGUF file, read from its header only.
-
-    gguf-py's reader maps every tensor and every tokenizer array into numpy objects (seconds for a
-    small model); the header is all the roofline needs.
-    """
-    import struct
-
-    meta: dict[str, object] = {}
-    tensors = []
-    try:
-        fh = open(path, "rb")
-    except OSError as exc:
-        raise ArtifactError(f"cannot read {path}: {exc.strerror}") from exc
-    with fh, _map(fh, path) as buf:
-        pos, size = 0, len(buf)
-
-        def need(n: int, what: str) -> None:  # every length and count is checked against the bytes left
-            if n > size - pos:
-                raise ValueError(f"{what} at byte {pos} runs past the end of the file ({size} bytes)")
-
-        def take(fmt: str):
-            nonlocal pos
-            need(struct.calcsize(fmt), "a value")
-            (value,) = struct.unpack_from(fmt, buf, pos)
-            pos += struct.calcsize(fmt)
-            return value
-
-        def string() -> str:
-            nonlocal pos
-            n = take("<Q")
-            need(n, f"a string of {n} bytes")
-            pos += n
-            return bytes(buf[pos - n:pos]).decode("utf-8", "replace")
-
-        def skip_or_read(vtype: int, depth: int = 0):
-            nonlocal pos
-            if vtype == 8:
-                return string()
-            if vtype == 9:
-                item, count = take("<I"), take("<Q")
-                if depth >= _GGUF_MAX_NESTING:
-                    raise ValueError(f"arrays nested deeper than {_GGUF_MAX_NESTING} levels")
-                if item in _GGUF_SCALAR:
-                    need(count * struct.calcsize(_GGUF_SCALAR[item]), f"an array of {count} items")
-                    pos += count * struct.calcsize(_GGUF_SCALAR[item])
-                else:
-                    need(count * (8 if item == 8 else 12), f"an array of {count} items")  # the smallest such items
-                    for _ in range(count):
-                        skip_or_read(item, depth + 1)
-                return None
-            if vtype not in _GGUF_SCALAR:
-                raise ValueError(f"unknown metadata value type {vtype}")
-            return take(_GGUF_SCALAR[vtype])
-
-        try:
-            if bytes(buf[:4]) != b"GGUF":
-                raise ValueError("bad magic")
-            pos = 4
-            version, n_tensors, n_kv = take("<I"), take("<Q"), take("<Q")
-            if version < 2:
-                raise ValueError(f"GGUF version {version} is too old")
-            if version > _GGUF_NEWEST:
-                raise ValueError(f"GGUF version {version} is newer than this reader knows ({_GGUF_NEWEST})")
-            need(n_kv * 12 + n_tensors * 24, f"{n_kv} metadata entries and {n_tensors} tensor infos")  # their minimum
-            for _ in range(n_kv):
-                key = string()
-                meta[key] = skip_or_read(take("<I"))
-            for _ in range(n_tensors):
-                name = string()
-                n_dims = take("<I")
-                if n_dims > _GGML_MAX_DIMS:
-                    raise ValueError(f"tensor {name!r} has {n_dims} dimensions (ggml has at most {_GGML_MAX_DIMS})")
-                dims = [take("<Q") for _ in range(n_dims)]
-                gtype = take("<I")
-                take("<Q")  # offset
-                tensors.append((name, dims, gtype))
-        except (ValueError, struct.error) as exc:
-            raise ArtifactError(f"{path} is not a readable GGUF file ({exc}): re-export it") from exc
-    return meta, tensors
 
 
 def gguf_shape(path: Path, kv_elem: int = 2) -> ModelShape:

@@ -14,8 +14,9 @@ mixes, which keep some tensors at a higher type: their ``bpw`` is from the file
 sizes llama.cpp's own quantize tool lists for Llama-3-8B
 (tools/quantize/quantize.cpp, QUANT_OPTIONS: "Q4_K_M : 4.58G" over 8.03e9
 parameters = 4.90 bpw). edgekit's ONNX rows: MatMulNBits in blocks of 32 with an
-fp32 scale per block (int4 also a 4-bit zero point per block); quantize_dynamic
-int8 stores 8 bits per channel-scaled weight.
+fp32 scale per block (int4 also a 4-bit zero point and a float16 block minimum
+per block: 4 + 1 + 0.125 + 0.5 = 5.625 bpw); quantize_dynamic int8 stores 8 bits
+per channel-scaled weight.
 
 ``file_type`` names the ``gguf.LlamaFileType`` member llama.cpp writes for the
 type; it is resolved only when asked (:meth:`Quant.llama_ftype`), because gguf
@@ -70,7 +71,7 @@ _ROWS = (
     # ---- ONNX (exporters/onnx_quant.py) ----
     _onnx("fp32", 32, 32.0, "fp32, as traced", option="none", direct=True),
     _onnx("int8", 8, 9.0, "encoders: quantize_dynamic per-channel; decoders: 8-bit block-wise MatMulNBits"),
-    _onnx("int4", 4, 5.125, "weight-only 4-bit MatMulNBits, output layer at 8 bits"),
+    _onnx("int4", 4, 5.625, "weight-only 4-bit MatMulNBits with a float block minimum, output layer at 8 bits"),
     _onnx("fp16", 16, 16.0, "weights and compute in float16"),
     _onnx("int8-dynamic", 8, 8.0, "int8 by quantize_dynamic (int8_mode='dynamic'); recorded as int8",
           export=False, int8_compute=True),

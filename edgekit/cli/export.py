@@ -109,7 +109,8 @@ def export_onnx_cmd(
     ),
     via: Via = typer.Option(
         Via.auto, "--via",
-        help="auto: decoders of covered families (llama, mistral, qwen2) are built as one fused graph from the "
+        help="auto: decoders of covered families (llama, mistral, qwen2, qwen3, gemma, gemma3_text, phi3) are built "
+        "as one fused graph from the "
         "safetensors (fp32/int8/int4), the rest traced with optimum-onnx; fused: insist on the fused graph; "
         "optimum: always trace with optimum-onnx.",
     ),

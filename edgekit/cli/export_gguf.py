@@ -50,7 +50,7 @@ def export_gguf_cmd(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ):
-    """Convert to GGUF (llama family, Qwen2/2.5, Qwen3, Gemma, Phi-3), quantize with llama.cpp, and gate the
+    """Convert to GGUF (llama family, Qwen2/2.5, Qwen3, Gemma, Gemma 3, Phi-3), quantize with llama.cpp, and gate the
     result against the original transformers model.
 
     The tokenizer is checked against llama.cpp's own before the file is written: a tokenizer llama.cpp

@@ -98,9 +98,19 @@ def supported_model_types(task: str) -> list[str]:
     return sorted(k for k, v in TasksManager._SUPPORTED_MODEL_TYPE.items() if OPTIMUM_TASK[task] in v.get("onnx", {}))
 
 
-def resolve_task(src: ResolvedSource, task: str) -> str:
+def resolve_task(src: ResolvedSource, task: str, via: str = "optimum") -> str:
+    """The task to export: ``task``, or the one the config implies; refused when no path can export it.
+
+    A decoder the fused builder covers needs no question to optimum (whose import alone takes seconds),
+    unless ``via="optimum"`` insists on the traced path.
+    """
     check_task(task)
     wanted = infer_task(src.config) if task == "auto" else task
+    if wanted == "text-generation" and via != "optimum":
+        from edgekit.exporters.onnx_fused import covers
+
+        if covers(src.config):
+            return wanted
     can = supported_tasks(src.model_type)
     if wanted not in can:
         if not can:
@@ -195,7 +205,7 @@ def export_onnx(
     out = check_output_path(out, force)
     prompt_list = load_prompts(prompts)
     src = resolve_source(source, allow_pickle=allow_pickle, revision=revision)
-    task = resolve_task(src, task)
+    task = resolve_task(src, task, via)
     kind = KIND_OF_TASK[task]
     if _use_fused(src, task, via, precision, postprocess, optimize, int8_mode):
         from edgekit.exporters.onnx_fused.export import export_fused
@@ -285,7 +295,7 @@ def export_onnx(
 
 # The int4 gate bounds of quality.py are the fused builder's; optimum-traced int4 decoders (onnxruntime's
 # RTN quantizer, SmolLM2-135M KL 0.50, top-1 0.63) keep the bounds they had.
-LEGACY_INT4 = {"kl_mean": 0.8, "top1": 0.55}
+LEGACY_INT4 = {"kl_mean": 0.8, "kl_max": 6.0, "top1": 0.55}
 
 
 def _traced_bounds(kind: str, precision: str, thresholds: dict[str, float] | None) -> dict[str, float] | None:
@@ -307,6 +317,10 @@ def _use_fused(src: ResolvedSource, task: str, via: str, precision: str, postpro
     if task != "text-generation":
         why = f"it builds decoders only, not {task}"
     elif not covers(src.config):
+        if via == "fused":  # say what the builder lacks (a rope scaling, an activation...), not just the type
+            from edgekit.exporters.onnx_fused.specs import fused_spec_for
+
+            fused_spec_for(src.config)
         why = f"it does not cover model type {src.model_type!r}"
     elif src.pickle_weights:
         why = "it reads safetensors weights only"

@@ -1,7 +1,8 @@
 """The fused ONNX decoder path (edgekit/exporters/onnx_fused) and the runtime's shared KV buffer.
 
 Differential tests against transformers: logits of a prefill and 12 cached steps, and
-32 greedy tokens, on tiny random models of each covered family and on SmolLM2.
+32 greedy tokens, on tiny random models of each covered family (tests.exporters.gguf.models:
+the Gemma 3 one has a sliding window of 8, shorter than the sequences) and on SmolLM2.
 The SmolLM2 artifacts come from the session's ArtifactStore ("smollm2-fused-*": export_onnx's
 default path for llama decoders).
 """
@@ -18,10 +19,18 @@ import pytest
 
 import edgekit
 from edgekit.exporters.onnx import export_onnx
-from edgekit.exporters.onnx_fused import nbits
+from edgekit.errors import UnsupportedModelError
+from edgekit.exporters.onnx_fused import covered_model_types, covers, nbits
 from edgekit.exporters.onnx_fused.build import GRAPH_KIND
+from edgekit.exporters.onnx_fused.specs import fused_spec_for
 
 STEPS = 12
+# every family the fused builder covers, each with a tiny random model (llama and qwen2: tests/conftest.py)
+FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "gemma", "phi3", "gemma3_text"]
+# Gemma 3 settings llama.cpp cannot run but the fused graph can: query_pre_attn_scalar != head_dim, final logit
+# softcapping, and layer types without a period
+GEMMA3_VARIANT = {"query_pre_attn_scalar": 20, "final_logit_softcapping": 3.0,
+                  "layer_types": ["full_attention", "sliding_attention", "sliding_attention"]}
 
 
 def _transformers_logits(folder: Path, ids: list[int]) -> np.ndarray:
@@ -48,16 +57,58 @@ def _transformers_greedy(folder: Path, ids: list[int], n: int) -> list[int]:
     return out
 
 
+class TinySources:
+    """``tiny_src["qwen3"]`` -> the tiny model folder of a family (or of the Gemma 3 variant, "gemma3_text+")."""
+
+    def __init__(self, tiny_llama, tiny_qwen2, tiny_arch, root: Path):
+        self.fixed = {"llama": tiny_llama, "qwen2": tiny_qwen2}
+        self.tiny_arch, self.root = tiny_arch, root
+
+    def __getitem__(self, arch: str) -> Path:
+        if arch in self.fixed:
+            return self.fixed[arch]
+        if arch == "gemma3_text+":
+            import shutil
+
+            folder = self.root / "gemma3-variant"
+            if not folder.exists():
+                shutil.copytree(self.tiny_arch("gemma3_text"), folder)
+                config = json.loads((folder / "config.json").read_text())
+                (folder / "config.json").write_text(json.dumps({**config, **GEMMA3_VARIANT}))
+            return folder
+        return self.tiny_arch(arch)
+
+
+class FusedStore:
+    """``tiny_fused["gemma"]`` -> the fp32 fused artifact of that family's tiny model, exported (and gated) once."""
+
+    def __init__(self, sources: TinySources, root: Path):
+        self.sources, self.root, self.done = sources, root, {}
+
+    def __getitem__(self, arch: str):
+        if arch not in self.done:
+            self.done[arch] = export_onnx(self.sources[arch], self.root / arch.replace("+", "-variant"))
+        return self.done[arch]
+
+
 @pytest.fixture(scope="session")
-def tiny_fused(tiny_llama, tiny_qwen2, tmp_path_factory):
-    root = tmp_path_factory.mktemp("fused")
-    return {name: export_onnx(src, root / name) for name, src in (("llama", tiny_llama), ("qwen2", tiny_qwen2))}
+def tiny_src(tiny_llama, tiny_qwen2, tiny_arch, tmp_path_factory) -> TinySources:
+    return TinySources(tiny_llama, tiny_qwen2, tiny_arch, tmp_path_factory.mktemp("fused-src"))
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
-def test_fused_fp32_logits_match_transformers_over_cached_steps(arch, tiny_fused, tiny_llama, tiny_qwen2):
+@pytest.fixture(scope="session")
+def tiny_fused(tiny_src, tmp_path_factory) -> FusedStore:
+    return FusedStore(tiny_src, tmp_path_factory.mktemp("fused"))
+
+
+def test_every_covered_family_has_a_tiny_model():
+    assert sorted(FAMILIES) == covered_model_types()
+
+
+@pytest.mark.parametrize("arch", FAMILIES + ["gemma3_text+"])
+def test_fused_fp32_logits_match_transformers_over_cached_steps(arch, tiny_fused, tiny_src):
     art = tiny_fused[arch]
-    src = {"llama": tiny_llama, "qwen2": tiny_qwen2}[arch]
+    src = tiny_src[arch]
     assert GRAPH_KIND in art.manifest.graph_rewrites
     assert "onnxruntime-genai" in art.manifest.runtimes
     prompt = list(np.random.RandomState(1).randint(3, 400, size=9))
@@ -70,13 +121,14 @@ def test_fused_fp32_logits_match_transformers_over_cached_steps(arch, tiny_fused
         seq = model.sequence_logits(prompt + steps)
     got = np.stack(out)
     want = ref[len(prompt) - 1:]
+    # measured: at most 3e-6 on every family (logits of magnitude 2 to 5)
     assert np.abs(got - want).max() < 1e-4
     assert np.abs(seq - ref).max() < 1e-4
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
-def test_fused_greedy_tokens_equal_transformers(arch, tiny_fused, tiny_llama, tiny_qwen2):
-    src = {"llama": tiny_llama, "qwen2": tiny_qwen2}[arch]
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_fused_greedy_tokens_equal_transformers(arch, tiny_fused, tiny_src):
+    src = tiny_src[arch]
     with edgekit.load(tiny_fused[arch].path) as model:
         ids = model.tokenize("The capital of France is")
         got = [e.token_id for e in model.stream_ids(ids, max_tokens=32, ignore_eos=True)]
@@ -95,6 +147,42 @@ def test_fused_graph_is_small_and_uses_fused_ops(tiny_fused):
     assert "Concat" not in ops and "Constant" not in ops
     assert len(ops) <= 12 * n_layers + 12
     assert json.loads((art.path / "genai_config.json").read_text())["search"]["past_present_share_buffer"] is True
+
+
+def test_gemma3_graph_has_per_layer_windows_rope_tables_and_norms(tiny_fused):
+    import onnx
+    from onnx import helper
+
+    art = tiny_fused["gemma3_text"]
+    model = onnx.load(str(art.path / "model.onnx"), load_external_data=False)
+    gqa = [n for n in model.graph.node if n.op_type == "GroupQueryAttention"]
+    attrs = [{a.name: helper.get_attribute_value(a) for a in n.attribute} for n in gqa]
+    assert [a["local_window_size"] for a in attrs] == [8, 8, -1]  # layer_types: sliding, sliding, full
+    local, full = ("rope_local.cos", "rope_local.sin"), ("rope.cos", "rope.sin")
+    assert [(n.input[7], n.input[8]) for n in gqa] == [local, local, full]
+    assert all(n.input[1] and n.input[2] for n in gqa)  # q, k and v apart: the q/k norms sit between
+    assert abs(attrs[0]["scale"] - 32 ** -0.5) < 1e-7  # query_pre_attn_scalar (a float32 attribute)
+    names = {n.name for n in model.graph.node}
+    assert {"blk.0.attn_q_norm", "blk.0.attn_k_norm", "blk.0.post_attention_norm", "blk.0.post_ffw_norm"} <= names
+    assert json.loads((art.path / "genai_config.json").read_text())["model"]["type"] == "gemma3_text"
+
+
+def test_fused_builder_refuses_what_it_does_not_cover(tiny_src, tmp_path):
+    import shutil
+
+    config = json.loads((tiny_src["phi3"] / "config.json").read_text())
+    longrope = {**config, "rope_scaling": {"type": "longrope", "short_factor": [1.0] * 16, "long_factor": [1.0] * 16}}
+    assert covers(config) and not covers(longrope)
+    src = tmp_path / "phi3-longrope"
+    shutil.copytree(tiny_src["phi3"], src)
+    (src / "config.json").write_text(json.dumps(longrope))
+    with pytest.raises(UnsupportedModelError, match="rope_scaling type 'longrope'"):  # via="fused" says why
+        export_onnx(src, tmp_path / "out", via="fused")
+    gemma3 = json.loads((tiny_src["gemma3_text"] / "config.json").read_text())
+    with pytest.raises(UnsupportedModelError, match="attn_logit_softcapping"):
+        fused_spec_for({**gemma3, "attn_logit_softcapping": 50.0})
+    with pytest.raises(UnsupportedModelError, match="relu"):
+        fused_spec_for({**gemma3, "hidden_activation": "relu"})
 
 
 def test_fused_smollm2_greedy_tokens_equal_transformers(onnx_artifact, smollm2_hf):
@@ -128,11 +216,12 @@ def test_int4_default_passes_gate_and_a_zeroed_matrix_fails_it(onnx_artifact, sm
     broken = tmp_path / "broken"
     shutil.copytree(art.path, broken)
     model = onnx.load(str(broken / "model.onnx"), load_external_data=False)
-    target = next(t for t in model.graph.initializer if t.name == "blk.4.ffn_down.scales")
-    entries = {e.key: e.value for e in target.external_data}
-    with open(broken / entries["location"], "r+b") as fh:  # zero scales: the whole matrix reads as 0
-        fh.seek(int(entries["offset"]))
-        fh.write(b"\0" * int(entries["length"]))
+    for name in ("blk.4.ffn_down.scales", "blk.4.ffn_down.offsets"):  # zero both: the whole matrix reads as 0
+        target = next(t for t in model.graph.initializer if t.name == name)
+        entries = {e.key: e.value for e in target.external_data}
+        with open(broken / entries["location"], "r+b") as fh:
+            fh.seek(int(entries["offset"]))
+            fh.write(b"\0" * int(entries["length"]))
     write_manifest(broken, art.manifest.model_copy(update={"files": list_files(broken)}))
     report = gate_artifact(broken, smollm2_hf)
     assert report.status == "failed", report.metrics
@@ -142,12 +231,51 @@ def test_nbits_roundtrip_error_is_small():
     rng = np.random.RandomState(0)
     w = rng.normal(size=(48, 96)).astype(np.float32)
     for bits, tol in ((8, 0.02), (4, 0.3)):
-        for method in ("rtn", "search"):
+        for method in ("rtn", "search", "minmax"):
             q = nbits.quantize(w, bits, 32, method)
             err = np.abs(nbits.dequantize(q) - w).max()
             assert err < tol * np.abs(w).max(), (bits, method, err)
-    zero = nbits.quantize(np.zeros((4, 32), np.float32), 4, 32)
-    assert not nbits.dequantize(zero).any()
+    for method in ("rtn", "minmax"):
+        zero = nbits.quantize(np.zeros((4, 32), np.float32), 4, 32, method)
+        assert not nbits.dequantize(zero).any()
+
+
+def test_minmax_reproduces_a_q4_1_grid_exactly():
+    """Weights that lie on a 4-bit grid with a float minimum (llama.cpp's Q4_1) come back exactly; an integer
+    zero point cannot place that grid, so RTN does not."""
+    rng = np.random.RandomState(1)
+    d = rng.uniform(0.01, 0.02, size=(16, 3, 1)).astype(np.float16).astype(np.float32)
+    m = rng.uniform(-0.2, -0.05, size=(16, 3, 1)).astype(np.float16).astype(np.float32)
+    q = rng.randint(0, 16, size=(16, 3, 32))
+    q[..., 0], q[..., 1] = 0, 15  # every block spans its whole grid, as Q4_1's do
+    w = (q * d + m).reshape(16, 96).astype(np.float32)
+    exact = nbits.quantize(w, 4, 32, "minmax")
+    assert exact.offsets is not None and np.abs(nbits.dequantize(exact) - w).max() < 1e-6
+    assert np.abs(nbits.dequantize(nbits.quantize(w, 4, 32, "rtn")) - w).max() > 1e-3
+
+
+def test_minmax_offsets_are_added_by_the_graph(tmp_path):
+    """MatMulNBits plus the block-sum correction computes x @ W.T for minmax-quantized W."""
+    import onnxruntime as ort
+
+    from edgekit.exporters.onnx_fused.build import DecoderBuilder, QuantPlan
+    from edgekit.exporters.onnx_fused.graph import Graph
+
+    rng = np.random.RandomState(2)
+    w = rng.normal(size=(40, 64)).astype(np.float32)
+    g = Graph(tmp_path / "m.onnx.data")
+    x = g.input("x", np.float32, [1, "s", 64])
+    builder = DecoderBuilder.__new__(DecoderBuilder)
+    builder.plan, builder.matrices, builder.taps = QuantPlan(default_bits=4, method="minmax"), {}, {}
+    y = builder.linear(g, x, "m", w, None, 4)
+    g.op("Identity", [y], "out", outputs=["y"])
+    g.output("y", np.float32, [1, "s", 40])
+    g.save(tmp_path / "m.onnx", producer="test", metadata={})
+    g.close()
+    xs = rng.normal(size=(1, 5, 64)).astype(np.float32)
+    got = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": xs})[0]
+    want = xs @ nbits.dequantize(nbits.quantize(w, 4, 32, "minmax")).T
+    assert np.abs(got - want).max() < 0.05 * np.abs(want).max()  # accuracy level 4: int8 activations
 
 
 def test_fused_runtime_imports_no_torch(tiny_fused):
@@ -161,9 +289,10 @@ def test_fused_runtime_imports_no_torch(tiny_fused):
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
 
 
-def test_onnxruntime_genai_loads_the_artifact_and_agrees(tiny_fused):
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_onnxruntime_genai_loads_the_artifact_and_agrees(arch, tiny_fused):
     import onnxruntime_genai as og  # installed by ./dev.sh setup (a missing one is a setup failure)
-    art = tiny_fused["llama"]
+    art = tiny_fused[arch]
     model = og.Model(str(art.path))
     with edgekit.load(art.path) as ek:
         ids = ek.tokenize("The capital of France is")

@@ -4,8 +4,9 @@ A spec says which ``model_type`` values it handles, which llama.cpp architecture
 (``gguf.MODEL_ARCH``) they become, and the few things that differ between
 families: whether q/k projections must be re-ordered for llama.cpp's rotary
 embedding, whether norm weights are stored as ``w`` but applied as ``1 + w``
-(Gemma), which rope scalings llama.cpp can express, and the hyper-parameters
-that need more than the common ones. Tensor names come from gguf-py's own
+(Gemma), which rope scalings llama.cpp can express, the hyper-parameters
+that need more than the common ones, and the configs llama.cpp would run
+differently from transformers (refused before anything is written). Tensor names come from gguf-py's own
 ``TensorNameMap``; nothing here lists HF tensor names by hand.
 
 Why the q/k permutation: Hugging Face Llama checkpoints apply rotary embeddings
@@ -14,7 +15,7 @@ while llama.cpp's ``llama`` architecture rotates adjacent pairs (Meta's original
 layout). The rows of ``q_proj``/``k_proj`` are therefore re-ordered so that row
 ``h*d + 2i`` holds what HF had at ``h*d + i`` and row ``h*d + 2i + 1`` what it had at
 ``h*d + d/2 + i``. Families that llama.cpp runs with NEOX rotary (Qwen2, Qwen3,
-Gemma, Phi-3) use the HF layout as is.
+Gemma, Gemma 3, Phi-3) use the HF layout as is.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class ArchSpec:
     norm_plus_one: bool = False  # norm weights applied as (1 + w): store 1 + w
     rope_scalings: tuple[str, ...] = ("none",)  # rope_scaling types llama.cpp can run for this family
     extra_hparams: Callable[[Any, dict[str, Any]], None] | None = None
+    check: Callable[[dict[str, Any]], None] | None = None  # raises for configs llama.cpp cannot run as is
     notes: str = ""
     examples: tuple[str, ...] = field(default_factory=tuple)
 
@@ -65,6 +67,34 @@ def _phi3_hparams(writer, cfg: dict[str, Any]) -> None:
         writer.add_sliding_window(int(cfg["sliding_window"]))
 
 
+def _gemma3_hparams(writer, cfg: dict[str, Any]) -> None:
+    kinds = layer_types(cfg)
+    if "sliding_attention" in kinds:  # llama.cpp: local layers are those with il % period < period - 1
+        writer.add_sliding_window(int(cfg["sliding_window"]))
+        writer.add_sliding_window_pattern(window_period(kinds))
+        writer.add_rope_freq_base_swa(float(cfg.get("rope_local_base_freq", 10000.0)))
+
+
+def _gemma3_check(cfg: dict[str, Any]) -> None:
+    """Refuse the Gemma 3 settings llama.cpp's ``gemma3`` architecture does not read (it would run them differently)."""
+    for key in ("attn_logit_softcapping", "final_logit_softcapping"):
+        if cfg.get(key):
+            raise UnsupportedModelError(f"gemma3_text with {key}={cfg[key]}: llama.cpp's gemma3 architecture does not "
+                                        "apply it (published Gemma 3 models have none); export it to ONNX instead")
+    kinds = layer_types(cfg)
+    if "sliding_attention" in kinds and window_period(kinds) is None:
+        raise UnsupportedModelError("gemma3_text whose layer_types are not a repeating run of sliding layers closed by "
+                                    "one full-attention layer: llama.cpp cannot express that layer pattern")
+    s = shape_of(cfg)
+    # llama.cpp scales queries by 1/sqrt(head_dim), or 1/sqrt(hidden/heads) for the 62-layer 27B; it reads no
+    # query_pre_attn_scalar (every published Gemma 3 matches that rule)
+    expected = s.hidden // s.n_heads if s.n_layers == 62 else s.head_dim
+    scalar = cfg.get("query_pre_attn_scalar")
+    if scalar and float(scalar) != float(expected):
+        raise UnsupportedModelError(f"gemma3_text with query_pre_attn_scalar={scalar}: llama.cpp scales attention by "
+                                    f"1/sqrt({expected}) for this shape; export it to ONNX instead")
+
+
 SPECS: tuple[ArchSpec, ...] = (
     ArchSpec(
         name="llama", model_types=("llama", "mistral"), gguf_arch="LLAMA", permute_qk=True,
@@ -80,6 +110,10 @@ SPECS: tuple[ArchSpec, ...] = (
              notes="Gemma (first generation)", examples=("gemma-2b",)),
     ArchSpec(name="phi3", model_types=("phi3",), gguf_arch="PHI3", extra_hparams=_phi3_hparams,
              notes="Phi-3 without LongRoPE (the 4k-context models)", examples=("Phi-3-mini-4k-instruct",)),
+    ArchSpec(name="gemma3_text", model_types=("gemma3_text",), gguf_arch="GEMMA3", norm_plus_one=True,
+             rope_scalings=("none", "linear"), extra_hparams=_gemma3_hparams, check=_gemma3_check,
+             notes="Gemma 3 text models (sliding-window and global layers, QK norm)",
+             examples=("gemma-3-270m", "gemma-3-1b-it")),
 )
 
 BY_MODEL_TYPE: dict[str, ArchSpec] = {t: s for s in SPECS for t in s.model_types}
@@ -111,6 +145,8 @@ def spec_for(config: dict[str, Any]) -> ArchSpec:
             f"{model_type} with rope_scaling type {rope_type!r} is not supported by edgekit's GGUF converter; "
             f"supported for {spec.name}: {', '.join(spec.rope_scalings)}"
         )
+    if spec.check is not None:
+        spec.check(config)
     return spec
 
 
@@ -120,6 +156,38 @@ def rope_scaling_type(config: dict[str, Any]) -> str:
         return "none"
     kind = str(rs.get("rope_type") or rs.get("type") or "none")
     return "none" if kind == "default" else kind
+
+
+def layer_types(cfg: dict[str, Any]) -> list[str]:
+    """Each layer's attention, as transformers decides it: ``sliding_attention`` or ``full_attention``.
+
+    ``layer_types`` when the config lists them; else Gemma 3's older ``sliding_window_pattern`` (every
+    pattern-th layer global, default 6), Qwen2/Qwen3's ``max_window_layers`` (layers from there on slide, when
+    ``use_sliding_window``), or one kind for all layers (Mistral, Phi-3: ``sliding_window`` set or not).
+    """
+    n = _int(cfg, "num_hidden_layers")
+    kinds = cfg.get("layer_types")
+    if kinds:
+        if len(kinds) != n:
+            raise UnsupportedModelError(f"config.json lists {len(kinds)} layer_types for {n} layers")
+        return [str(k) for k in kinds]
+    if not cfg.get("sliding_window") or cfg.get("use_sliding_window") is False:
+        return ["full_attention"] * n
+    if cfg.get("model_type") == "gemma3_text":
+        period = int(cfg.get("sliding_window_pattern") or 6)
+        return ["sliding_attention" if (i + 1) % period else "full_attention" for i in range(n)]
+    if "max_window_layers" in cfg:
+        first = int(cfg["max_window_layers"])
+        return ["sliding_attention" if i >= first else "full_attention" for i in range(n)]
+    return ["sliding_attention"] * n
+
+
+def window_period(kinds: list[str]) -> int | None:
+    """p when every p-th layer is global and the others slide (llama.cpp's ``sliding_window_pattern``), else None."""
+    globals_ = [i for i, k in enumerate(kinds) if k != "sliding_attention"]
+    period = globals_[0] + 1 if globals_ else len(kinds) + 1
+    want = ["sliding_attention" if (i + 1) % period else "full_attention" for i in range(len(kinds))]
+    return period if want == kinds else None
 
 
 # ---------------------------------------------------------------- hyper-parameters

@@ -44,7 +44,7 @@ from edgekit.sources import ResolvedSource, check_safetensors
 CONVERTER_ENV = "EDGEKIT_LLAMA_CPP_CONVERTER"
 _CHUNK = 4 << 20  # elements per read when casting without a layout change
 _SOURCE_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
-_TIED_DEFAULT = {"gemma": True}
+_TIED_DEFAULT = {"gemma": True, "gemma3_text": True}
 
 
 def _gguf():

@@ -34,7 +34,16 @@ from edgekit.exporters.gguf import archs
 from edgekit.exporters.gguf.convert import read_tensor, scan_safetensors
 from edgekit.exporters.onnx_fused import nbits
 from edgekit.exporters.onnx_fused.graph import MS, Graph
-from edgekit.exporters.onnx_fused.specs import FusedSpec, attention_scale, fused_spec_for, rope_tables, sliding_window
+from edgekit.exporters.onnx_fused.specs import (
+    FusedSpec,
+    activation,
+    attention_scale,
+    fused_spec_for,
+    layer_windows,
+    local_rope,
+    logit_softcap,
+    rope_tables,
+)
 
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
@@ -108,6 +117,7 @@ class DecoderBuilder:
         self.context = int(context or self.shape.context)
         self.w = Weights(self.spec, files, self.shape.n_layers)
         self.eps = float(self.config.get("rms_norm_eps", 1e-6))
+        self.act = activation(self.config, self.spec)
         self.matrices: dict[str, int] = {}
         self.taps: dict[str, str] = {}  # matrix name -> the graph value it multiplies (calibration outputs)
         self.tap_outputs = False  # also output every matrix's input (fp32 calibration graphs)
@@ -127,13 +137,25 @@ class DecoderBuilder:
             if bias is not None:
                 y = g.one("Add", [y, g.weight(f"{name}.bias", bias)], f"{name}/bias")
             return y
-        q = nbits.quantize(w, bits, self.plan.block, self.plan.method, self.plan.importance.get(name))
+        method = self.plan.method
+        if method == "minmax" and k % self.plan.block:  # the block sums need whole blocks: integer zero points
+            method = "search" if self.plan.importance.get(name) is not None else "rtn"
+        q = nbits.quantize(w, bits, self.plan.block, method, self.plan.importance.get(name))
         inputs = [x, g.weight(f"{name}.qweight", q.packed), g.weight(f"{name}.scales", q.scales),
                   g.weight(f"{name}.zero_points", q.zero_points)]
         if bias is not None:
             inputs += ["", g.weight(f"{name}.bias", bias)]
-        return g.one("MatMulNBits", inputs, name, domain=MS, K=k, N=n, bits=bits, block_size=self.plan.block,
-                     accuracy_level=self.plan.accuracy_level)
+        y = g.one("MatMulNBits", inputs, name, domain=MS, K=k, N=n, bits=bits, block_size=self.plan.block,
+                  accuracy_level=self.plan.accuracy_level)
+        if q.offsets is None:
+            return y
+        # the blocks' float minimum: y += (x summed per block) @ offsets.T, a (K/block x N) fp32 MatMul
+        nb = q.offsets.shape[1]
+        xb = g.one("ReduceSum", [g.one("Reshape", [x, g.const([0, 0, nb, self.plan.block])], f"{name}/blocks"),
+                                 g.const([-1])], f"{name}/block_sums", keepdims=0)
+        offsets = g.one("Cast", [g.weight(f"{name}.offsets", q.offsets.T.astype(np.float16))], f"{name}/offsets_f32",
+                        to=1)
+        return g.one("Add", [y, g.one("MatMul", [xb, offsets], f"{name}/offset")], f"{name}/with_offset")
 
     def _bias(self, name: str) -> np.ndarray | None:
         return self.w.get(name) if self.w.has(name) else None
@@ -169,7 +191,10 @@ class DecoderBuilder:
             total = g.one("Cast", [g.one("Gather", [g.one("Shape", [mask], "total/shape"), g.const(1)], "total/get",
                                          axis=0)], "total_sequence_length", to=6)
             cos, sin = rope_tables(cfg, s, self.context)
-            cos_name, sin_name = g.weight("rope.cos", cos), g.weight("rope.sin", sin)
+            rope = {False: (g.weight("rope.cos", cos), g.weight("rope.sin", sin))}
+            if local_rope(cfg):  # Gemma 3: the sliding-window layers rotate with their own base
+                cos, sin = rope_tables(cfg, s, self.context, local=True)
+                rope[True] = (g.weight("rope_local.cos", cos), g.weight("rope_local.sin", sin))
             del cos, sin
 
             tied = "output.weight" not in self.w.refs
@@ -178,7 +203,9 @@ class DecoderBuilder:
             head_q = None
             if plan.default_bits and (tied or plan.embed_bits) and s.hidden % plan.block == 0:
                 bits = head_bits if tied else plan.embed_bits
-                qe = nbits.quantize(embed, bits, plan.block, plan.method)
+                # GatherBlockQuantized has no offsets: integer zero points for the embedding (8 bits: RTN is as good)
+                method = "rtn" if bits == 8 else "search" if plan.method == "minmax" else plan.method
+                qe = nbits.quantize(embed, bits, plan.block, method)
                 if tied:
                     head_q = qe
                 if tied:  # one copy on disk: the output layer's blocks, reshaped for the Gather
@@ -201,22 +228,31 @@ class DecoderBuilder:
             residual = h
             x = g.one("SimplifiedLayerNormalization", [h, g.weight("blk.0.attn_norm", self.norm_weight("blk.0.attn_norm.weight"))],
                       "blk.0.attn_norm", epsilon=self.eps, axis=-1, stash_type=1)
-            window = sliding_window(cfg)
+            windows = layer_windows(cfg)
             for i in range(s.n_layers):
                 p = f"blk.{i}"
                 w, b = self.qkv(i)
                 qkv = self.linear(g, x, f"{p}.attn_qkv", w, b, plan.bits_for(f"{p}.attn_qkv"))
                 del w
+                qkv_in = [qkv, "", ""]
+                if self.w.has(f"{p}.attn_q_norm.weight"):  # Qwen3, Gemma 3: RMSNorm per head of q and k, pre-rotary
+                    q, k, v = g.op("Split", [qkv, g.const([s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim,
+                                                           s.n_kv_heads * s.head_dim])], f"{p}.qkv_split", outputs=3,
+                                   axis=-1)
+                    qkv_in = [self.head_norm(g, q, f"{p}.attn_q_norm"), self.head_norm(g, k, f"{p}.attn_k_norm"), v]
+                cos_name, sin_name = rope.get(windows[i] >= 0, rope[False])  # local tables for sliding layers
                 past_k = g.input(f"past_key_values.{i}.key", np.float32, ["batch_size", s.n_kv_heads, "past_sequence_length", s.head_dim])
                 past_v = g.input(f"past_key_values.{i}.value", np.float32, ["batch_size", s.n_kv_heads, "past_sequence_length", s.head_dim])
-                attn, _, _ = g.op("GroupQueryAttention", [qkv, "", "", past_k, past_v, seqlens, total, cos_name, sin_name],
+                attn, _, _ = g.op("GroupQueryAttention",
+                                  [*qkv_in, past_k, past_v, seqlens, total, cos_name, sin_name],
                                   f"{p}.attn", outputs=[f"{p}.attn/out0", f"present.{i}.key", f"present.{i}.value"],
                                   domain=MS, num_heads=s.n_heads, kv_num_heads=s.n_kv_heads, do_rotary=1,
-                                  rotary_interleaved=0, scale=attention_scale(cfg, s), local_window_size=window)
+                                  rotary_interleaved=0, scale=attention_scale(cfg, s), local_window_size=windows[i])
                 for t in ("key", "value"):
                     g.output(f"present.{i}.{t}", np.float32, ["batch_size", s.n_kv_heads, "total_sequence_length", s.head_dim])
                 o = self.linear(g, attn, f"{p}.attn_output", self.w.get(f"{p}.attn_output.weight"),
                                 self._bias(f"{p}.attn_output.bias"), plan.bits_for(f"{p}.attn_output"))
+                o = self.post_norm(g, o, f"{p}.post_attention_norm")
                 x, _, _, residual = g.op("SkipSimplifiedLayerNormalization",
                                          [o, residual, g.weight(f"{p}.ffn_norm", self.norm_weight(f"{p}.ffn_norm.weight"))],
                                          f"{p}.ffn_norm", outputs=[f"{p}.ffn_norm/out0", "", "", f"{p}.ffn_norm/res"],
@@ -226,11 +262,13 @@ class DecoderBuilder:
                 act = self.activation(g, gate, p)
                 m = self.linear(g, g.one("Mul", [act, up], f"{p}.ffn_mul"), f"{p}.ffn_down",
                                 self.w.get(f"{p}.ffn_down.weight"), None, plan.bits_for(f"{p}.ffn_down"))
+                m = self.post_norm(g, m, f"{p}.post_ffw_norm")
                 nxt = f"blk.{i + 1}.attn_norm" if i + 1 < s.n_layers else "output_norm"
                 x, _, _, residual = g.op("SkipSimplifiedLayerNormalization",
                                          [m, residual, g.weight(nxt, self.norm_weight(f"{nxt}.weight"))],
                                          nxt, outputs=[f"{nxt}/out0", "", "", f"{nxt}/res"], epsilon=self.eps, domain=MS)
             self._head(g, x, head_w, head_q, head_bits, vocab)
+            self._softcap(g)
             g.output("logits", np.float32, ["batch_size", "sequence_length", vocab])
             if self.tap_outputs:
                 for value in dict.fromkeys(v for k, v in self.taps.items() if k != "output"):
@@ -247,9 +285,36 @@ class DecoderBuilder:
             g.close()
 
     def activation(self, g: Graph, gate: str, p: str) -> str:
-        if self.spec.activation == "gelu_tanh":
+        if self.act == "gelu_tanh":
             return g.one("Gelu", [gate], f"{p}.ffn_act", approximate="tanh")
+        if self.act == "gelu":
+            return g.one("Gelu", [gate], f"{p}.ffn_act")
         return g.one("Mul", [gate, g.one("Sigmoid", [gate], f"{p}.ffn_sigmoid")], f"{p}.ffn_silu")
+
+    def head_norm(self, g: Graph, x: str, name: str) -> str:
+        """RMSNorm over each head of a (batch, seq, heads * head_dim) projection (Qwen3's and Gemma 3's q/k norm)."""
+        d = self.shape.head_dim
+        heads = g.one("Reshape", [x, g.const([0, 0, -1, d])], f"{name}/heads")
+        y = g.one("SimplifiedLayerNormalization", [heads, g.weight(name, self.norm_weight(f"{name}.weight"))], name,
+                  epsilon=self.eps, axis=-1, stash_type=1)
+        return g.one("Reshape", [y, g.const([0, 0, -1])], f"{name}/flat")
+
+    def post_norm(self, g: Graph, x: str, name: str) -> str:
+        """Gemma 3's norm of the attention or MLP output before the residual add (absent elsewhere: x as is)."""
+        if not self.w.has(f"{name}.weight"):
+            return x
+        return g.one("SimplifiedLayerNormalization", [x, g.weight(name, self.norm_weight(f"{name}.weight"))], name,
+                     epsilon=self.eps, axis=-1, stash_type=1)
+
+    def _softcap(self, g: Graph) -> None:
+        """Gemma's final logit softcapping: logits = cap * tanh(logits / cap)."""
+        cap = logit_softcap(self.config)
+        if cap is None:
+            return
+        head = next(n for n in reversed(g.nodes) if "logits" in n.output)
+        head.output[list(head.output).index("logits")] = "logits/uncapped"
+        t = g.one("Tanh", [g.one("Div", ["logits/uncapped", g.const(cap, np.float32)], "softcap/div")], "softcap/tanh")
+        g.op("Mul", [t, g.const(cap, np.float32)], "softcap", outputs=["logits"])
 
     def _head(self, g: Graph, x: str, tied_w, tied_q, bits: int, vocab: int) -> None:
         name = "output"

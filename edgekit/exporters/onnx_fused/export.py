@@ -46,26 +46,22 @@ SIDE_FILES = (
 RUNTIMES = ["edgekit", "onnxruntime-genai"]
 
 
-def more_bits(layer: int, n_layers: int) -> bool:
-    """llama.cpp's ``use_more_bits`` layer choice: the first and last eighth, and every third layer between."""
-    return layer < n_layers // 8 or layer >= 7 * n_layers // 8 or (layer - n_layers // 8) % 3 == 2
-
-
 def default_plan(precision: str, n_layers: int) -> QuantPlan:
     """The quantization plan of each precision.
 
-    int4 is the Pareto pick measured on SmolLM2-135M (KL against the fp32 graph, the gate's 20 prompts; sizes of
-    model.onnx + data): RTN everywhere 104 MB, KL 0.54, top-1 0.59; importance-weighted search (:mod:`calib`)
-    104 MB, 0.34 / 0.72; plus 8 bits for ffn_down of every layer 117 MB, 0.21 / 0.77; plus 8 bits for ffn_down
-    and the packed qkv of llama.cpp's ``use_more_bits`` layers (the default) 114 MB, 0.19 / 0.79.
+    int4 is the Pareto pick measured on SmolLM2-135M (KL against the transformers model, the gate's 20 prompts;
+    size of model.onnx + data; ``benchmarks/onnx_peer.py``): 4-bit blocks of 32 with a float block minimum
+    (``minmax``, llama.cpp's Q4_1 grid) everywhere, output layer at 8 bits: 111 MB, KL 0.024, top-1 0.91. The
+    integer-zero-point forms it replaced: RTN 104 MB, 0.54 / 0.59; importance-weighted search 104 MB, 0.34 /
+    0.72; search plus 8 bits for ffn_down and qkv on llama.cpp's ``use_more_bits`` layers 114 MB, 0.19 / 0.79
+    (and slower: 8-bit MatMulNBits decodes slower than 4-bit here). ``n_layers`` is for plans that pick layers.
     """
     if precision == "fp32":
         return QuantPlan(default_bits=0)
     if precision == "int8":  # RTN: KL 0.007, top-1 0.96, 158 MB
         return QuantPlan(default_bits=8, head_bits=8, embed_bits=8)
     if precision == "int4":
-        wide = {f"blk.{i}.{m}": 8 for i in range(n_layers) if more_bits(i, n_layers) for m in ("ffn_down", "attn_qkv")}
-        return QuantPlan(default_bits=4, head_bits=8, embed_bits=4, method="search", bits=wide)
+        return QuantPlan(default_bits=4, head_bits=8, embed_bits=4, method="minmax")
     raise ExportError(f"the fused ONNX builder makes fp32, int8 and int4, not {precision}: use via='optimum'",
                       param="via")
 

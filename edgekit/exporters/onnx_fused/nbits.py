@@ -31,10 +31,12 @@ class QuantMatrix:
     block: int
     n: int
     k: int
+    offsets: np.ndarray | None = None  # float32 (N, k_blocks): each block's minimum ("minmax"; zero points are 0)
 
     @property
     def nbytes(self) -> int:
-        return self.packed.nbytes + self.scales.nbytes + self.zero_points.nbytes
+        extra = 0 if self.offsets is None else self.offsets.size * 2  # stored as float16
+        return self.packed.nbytes + self.scales.nbytes + self.zero_points.nbytes + extra
 
 
 def _blocks(w: np.ndarray, block: int) -> np.ndarray:
@@ -108,10 +110,28 @@ def quantize(w: np.ndarray, bits: int = 4, block: int = 32, method: str = "rtn",
         scale, zp = np.empty(x.shape[:2], np.float32), np.empty(x.shape[:2], np.float32)
         for s in range(0, n, 512):  # rows in chunks: the grid search holds a few copies of its slice
             scale[s:s + 512], zp[s:s + 512] = _search(x[s:s + 512], qmax, weight)
+    elif method == "minmax":
+        return _minmax(x, qmax, bits, block, n, k)
     else:
-        raise ValueError(f"unknown quantization method {method!r}: use rtn or search")
+        raise ValueError(f"unknown quantization method {method!r}: use rtn, search or minmax")
     q = np.clip(np.round(x / scale[..., None]) + zp[..., None], 0, qmax).astype(np.uint8)
     return QuantMatrix(_pack(q, bits), scale.astype(np.float32), _pack(zp.astype(np.uint8), bits), bits, block, n, k)
+
+
+def _minmax(x: np.ndarray, qmax: int, bits: int, block: int, n: int, k: int) -> QuantMatrix:
+    """Asymmetric blocks with a float minimum: ``w = q * scale + offset`` (llama.cpp's Q4_1 grid).
+
+    MatMulNBits takes only integer zero points on its fast path, so the block minimum is
+    kept apart (``offsets``) and the graph adds ``sum_b offset[n, b] * sum(x in block b)``.
+    """
+    lo = x.min(axis=-1)
+    offsets = lo.astype(np.float16).astype(np.float32)  # stored as float16: the grid starts there
+    hi = x.max(axis=-1)
+    scale = (hi - offsets) / qmax
+    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+    q = np.clip(np.round((x - offsets[..., None]) / scale[..., None]), 0, qmax).astype(np.uint8)
+    zp = np.zeros(x.shape[:2], np.uint8)
+    return QuantMatrix(_pack(q, bits), scale, _pack(zp, bits), bits, block, n, k, offsets=offsets)
 
 
 def dequantize(m: QuantMatrix) -> np.ndarray:
@@ -123,4 +143,6 @@ def dequantize(m: QuantMatrix) -> np.ndarray:
         z = m.zero_points
         zp = np.stack([z & 15, z >> 4], axis=-1).reshape(z.shape[0], -1)[:, : m.scales.shape[1]].astype(np.float32)
     w = (q - zp[..., None]) * m.scales[..., None]
+    if m.offsets is not None:
+        w = w + m.offsets[..., None]
     return w.reshape(m.n, -1)[:, : m.k]

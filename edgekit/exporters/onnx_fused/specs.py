@@ -5,9 +5,24 @@ llama.cpp name (``blk.3.attn_q.weight``) through gguf-py's ``TensorNameMap``
 for the architecture :mod:`edgekit.exporters.gguf.archs` picks, so one table
 (gguf-py's) says where each Hugging Face tensor goes for both exporters. A
 :class:`FusedSpec` adds only what the ONNX graph needs to know beyond the names:
-how norms apply their weight, how the embedding is scaled, the MLP activation.
-Layout facts (a packed ``qkv`` or ``gate_up`` tensor, q/k/v biases, per-head q/k
-norms) are read from which tensors the checkpoint has.
+how norms apply their weight, how the embedding is scaled, which config key names
+the MLP activation. Layout facts (a packed ``qkv`` or ``gate_up`` tensor, q/k/v
+biases, per-head q/k norms, Gemma 3's norms after attention and after the MLP)
+are read from which tensors the checkpoint has; per-layer facts (sliding-window
+or global attention, the rope base of each) from the config.
+
+What each family needs beyond Llama's graph:
+
+* qwen2: q/k/v biases; qwen3: per-head RMSNorm of q and k before the rotary
+  (explicit SimplifiedLayerNormalization on the heads: onnxruntime's
+  GroupQueryAttention has no q/k norm on CPU);
+* gemma: (1 + w) norms, embeddings times sqrt(hidden), GELU (tanh) MLP, head_dim
+  from the config;
+* phi3: packed qkv_proj and gate_up_proj (LongRoPE refused);
+* gemma3_text: gemma's plus q/k norms, norms after attention and after the MLP,
+  sliding-window layers (GroupQueryAttention's ``local_window_size``) with their
+  own rope base (a second cos/sin cache) between global layers,
+  ``query_pre_attn_scalar`` and the final logit softcapping.
 """
 
 from __future__ import annotations
@@ -25,10 +40,10 @@ class FusedSpec:
     """What the fused graph of one family needs beyond the GGUF spec (which it wraps)."""
 
     gguf: archs.ArchSpec
-    activation: str = "silu"  # silu | gelu_tanh
     norm_plus_one: bool = False  # RMSNorm applies (1 + w) (Gemma): the builder stores 1 + w
     embed_scale: bool = False  # embeddings multiplied by sqrt(hidden_size) (Gemma)
     genai_type: str = "llama"  # onnxruntime-genai's model type for genai_config.json
+    act_keys: tuple[str, ...] = ("hidden_act",)  # config keys naming the MLP activation, first present wins
 
     @property
     def name(self) -> str:
@@ -39,7 +54,16 @@ FUSED: dict[str, FusedSpec] = {
     "llama": FusedSpec(archs.BY_MODEL_TYPE["llama"], genai_type="llama"),
     "mistral": FusedSpec(archs.BY_MODEL_TYPE["mistral"], genai_type="mistral"),
     "qwen2": FusedSpec(archs.BY_MODEL_TYPE["qwen2"], genai_type="qwen2"),
+    "qwen3": FusedSpec(archs.BY_MODEL_TYPE["qwen3"], genai_type="qwen3"),
+    "gemma": FusedSpec(archs.BY_MODEL_TYPE["gemma"], norm_plus_one=True, embed_scale=True, genai_type="gemma"),
+    "phi3": FusedSpec(archs.BY_MODEL_TYPE["phi3"], genai_type="phi3"),
+    "gemma3_text": FusedSpec(archs.BY_MODEL_TYPE["gemma3_text"], norm_plus_one=True, embed_scale=True,
+                             genai_type="gemma3_text", act_keys=("hidden_activation", "hidden_act")),
 }
+
+# transformers' ACT2FN names -> the graph's activation
+ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh",
+               "gelu_fast": "gelu_tanh", "gelu": "gelu"}
 
 
 def covered_model_types() -> list[str]:
@@ -56,21 +80,50 @@ def covers(config: dict[str, Any]) -> bool:
 
 
 def fused_spec_for(config: dict[str, Any]) -> FusedSpec:
-    """The spec for a transformers config, or :class:`UnsupportedModelError` naming the covered types."""
+    """The spec for a transformers config, or :class:`UnsupportedModelError` saying what the builder lacks."""
     model_type = str(config.get("model_type", ""))
     spec = FUSED.get(model_type)
     if spec is None:
         raise UnsupportedModelError(
             f"model type {model_type!r} has no fused ONNX decoder builder; covered: {', '.join(covered_model_types())} "
             "(export it with via='optimum')", param="via")
-    archs.spec_for(config)  # causal LM, rope scaling the family supports
+
+    def refuse(why: str) -> UnsupportedModelError:
+        return UnsupportedModelError(f"{model_type} {why}: the fused ONNX builder does not cover it "
+                                     "(export it with via='optimum')", param="via")
+
+    names = [str(a) for a in config.get("architectures") or []]
+    if names and not any(a.endswith("ForCausalLM") for a in names):
+        raise refuse(f"checkpoint with architectures {names} is not a causal LM")
+    rope = archs.rope_scaling_type(config)
+    if rope not in spec.gguf.rope_scalings:
+        raise refuse(f"with rope_scaling type {rope!r} (covered: {', '.join(spec.gguf.rope_scalings)})")
+    for key in ("attn_logit_softcapping", "use_bidirectional_attention"):
+        if config.get(key):
+            raise refuse(f"with {key}={config[key]}")
+    activation(config, spec)
     return spec
 
 
-def rope_tables(config: dict[str, Any], shape: archs.Shape, positions: int):
-    """cos/sin caches for GroupQueryAttention: (positions, rope_dims/2) each, float32 (rotate-half layout)."""
+def activation(config: dict[str, Any], spec: FusedSpec) -> str:
+    """The MLP activation: silu, gelu_tanh or gelu (transformers' ACT2FN name under the family's config key)."""
+    name = next((config[k] for k in spec.act_keys if config.get(k)), "silu")
+    if name not in ACTIVATIONS:
+        raise UnsupportedModelError(f"{spec.name} with activation {name!r}: the fused ONNX builder has "
+                                    f"{', '.join(sorted(ACTIVATIONS))} (export it with via='optimum')", param="via")
+    return ACTIVATIONS[name]
+
+
+def rope_tables(config: dict[str, Any], shape: archs.Shape, positions: int, *, local: bool = False):
+    """cos/sin caches for GroupQueryAttention: (positions, rope_dims/2) each, float32 (rotate-half layout).
+
+    ``local``: the sliding-window layers' own tables (Gemma 3's ``rope_local_base_freq``, unscaled: transformers'
+    ``rotary_emb_local``).
+    """
     import numpy as np
 
+    if local:
+        config = {**config, "rope_theta": config["rope_local_base_freq"], "rope_scaling": None}
     dims = shape.rope_dims
     base = float(config.get("rope_theta", 10000.0))
     inv_freq = 1.0 / base ** (np.arange(0, dims, 2, dtype=np.float64) / dims)
@@ -85,11 +138,28 @@ def rope_tables(config: dict[str, Any], shape: archs.Shape, positions: int):
 
 
 def sliding_window(config: dict[str, Any]) -> int:
-    """GroupQueryAttention's local_window_size: -1 for full attention."""
+    """GroupQueryAttention's local_window_size for the sliding layers: -1 for full attention."""
     window = config.get("sliding_window")
     if not window or config.get("use_sliding_window") is False:
         return -1
     return int(window)
+
+
+def layer_windows(config: dict[str, Any]) -> list[int]:
+    """Each layer's local_window_size (-1: global attention), from transformers' layer types."""
+    window = sliding_window(config)
+    return [window if kind == "sliding_attention" else -1 for kind in archs.layer_types(config)]
+
+
+def local_rope(config: dict[str, Any]) -> bool:
+    """True when the sliding-window layers rotate with their own base (Gemma 3's ``rope_local_base_freq``)."""
+    return bool(config.get("rope_local_base_freq")) and "sliding_attention" in archs.layer_types(config)
+
+
+def logit_softcap(config: dict[str, Any]) -> float | None:
+    """``final_logit_softcapping``: the logits become cap * tanh(logits / cap); None when unset."""
+    cap = config.get("final_logit_softcapping")
+    return float(cap) if cap else None
 
 
 def attention_scale(config: dict[str, Any], shape: archs.Shape) -> float:

@@ -1,8 +1,9 @@
-"""Fixtures for the GGUF export tests: SmolLM2 exports shared by the session, tiny models per architecture.
+"""Fixtures for the GGUF export tests: SmolLM2 exports shared by the session, a tiny Qwen2 with its own tokenizer.
 
 The SmolLM2 exports run in this process, so the transformers reference of the
 gate is computed once (edgekit caches the last reference by weights, config,
-prompts and token ids) and every quantization reuses it.
+prompts and token ids) and every quantization reuses it. The tiny model of each
+architecture (``tiny_arch``) is shared with the fused ONNX tests: tests/exporters/conftest.py.
 """
 
 from __future__ import annotations
@@ -38,17 +39,3 @@ def gguf_exports(tmp_path_factory, smollm2_hf) -> GgufStore:
 def tiny_qwen2_qwentok(tmp_path_factory) -> Path:
     """A tiny random Qwen2 whose tokenizer uses Qwen2's own split regex and NFC (llama.cpp pre 'qwen2')."""
     return make_tiny(tmp_path_factory.mktemp("tiny") / "qwen2-qwentok", "qwen2", qwen2_tokenizer=True)
-
-
-@pytest.fixture(scope="session")
-def tiny_arch(tmp_path_factory):
-    made: dict[str, Path] = {}
-
-    def build(arch: str) -> Path:
-        if arch not in made:
-            # llama.cpp gives models whose name contains "phi3" Phi-3's own special tokens (</s>), which the
-            # tiny BPE vocabulary lacks: the folder name stays neutral.
-            made[arch] = make_tiny(tmp_path_factory.mktemp("tiny") / f"arch-{arch.replace('phi3', 'p-three')}", arch)
-        return made[arch]
-
-    return build

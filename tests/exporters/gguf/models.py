@@ -48,7 +48,7 @@ def make_qwen2_tokenizer(folder: Path, vocab_size: int = 600) -> int:
 
 
 def make_tiny(folder: Path, arch: str, *, seed: int = 0, qwen2_tokenizer: bool = False) -> Path:
-    """A 2-layer random decoder of ``arch`` (see ARCHS) saved as safetensors with its tokenizer."""
+    """A 2-layer (Gemma 3: 3-layer) random decoder of ``arch`` (see ARCHS) saved as safetensors with its tokenizer."""
     import torch
     import transformers
 
@@ -85,6 +85,16 @@ def make_tiny(folder: Path, arch: str, *, seed: int = 0, qwen2_tokenizer: bool =
         config = transformers.Phi3Config(**common, rms_norm_eps=1e-5, rope_theta=10000.0, sliding_window=None,
                                          original_max_position_embeddings=256)
         cls = transformers.Phi3ForCausalLM
+    elif arch == "gemma3_text":
+        # a sliding window shorter than the tests' sequences, sliding and global layers (every third global),
+        # a local rope base of their own and linear rope scaling on the global layers (Gemma 3 4B+): each of
+        # these moves the logits far past the tests' bounds when an exporter gets it wrong
+        common.update(tie_word_embeddings=True, num_hidden_layers=3)
+        config = transformers.Gemma3TextConfig(
+            **common, head_dim=32, rms_norm_eps=1e-6, hidden_activation="gelu_pytorch_tanh", rope_theta=1000000.0,
+            rope_local_base_freq=20000.0, rope_scaling={"rope_type": "linear", "factor": 2.0}, sliding_window=8,
+            query_pre_attn_scalar=32, layer_types=["sliding_attention", "sliding_attention", "full_attention"])
+        cls = transformers.Gemma3ForCausalLM
     else:
         raise ValueError(arch)
     torch.manual_seed(seed)
@@ -94,7 +104,7 @@ def make_tiny(folder: Path, arch: str, *, seed: int = 0, qwen2_tokenizer: bool =
             if p.dim() == 2:
                 p.normal_(0.0, 0.08)
             elif "norm" in name:  # non-trivial norm weights, so a wrong norm convention shows
-                p.uniform_(0.5, 1.5) if arch != "gemma" else p.uniform_(-0.5, 0.5)
+                p.uniform_(0.5, 1.5) if not arch.startswith("gemma") else p.uniform_(-0.5, 0.5)
             else:
                 p.normal_(0.0, 0.05)
     model.generation_config.eos_token_id = 2
@@ -103,7 +113,7 @@ def make_tiny(folder: Path, arch: str, *, seed: int = 0, qwen2_tokenizer: bool =
 
 
 # One tiny model per architecture spec (and variant) the converter registers; see test_archs.py.
-ARCHS = ("llama", "llama3", "mistral", "qwen2", "qwen3", "gemma", "phi3")
+ARCHS = ("llama", "llama3", "mistral", "qwen2", "qwen3", "gemma", "phi3", "gemma3_text")
 
 
 def make_tiny_spm_llama(folder: Path, *, seed: int = 0) -> Path:

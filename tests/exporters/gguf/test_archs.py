@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from gguf import GGUFReader
 
-from edgekit.errors import QualityGateError
+from edgekit.errors import QualityGateError, UnsupportedModelError
 from edgekit.exporters.gguf import export_gguf
 from edgekit.exporters.gguf.archs import SPECS, supported_model_types
 from tests.exporters.gguf.models import ARCHS
 
 GGUF_ARCH = {"llama": "llama", "llama3": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3",
-             "gemma": "gemma", "phi3": "phi3"}
+             "gemma": "gemma", "phi3": "phi3", "gemma3_text": "gemma3"}
+TIED = ("gemma", "gemma3_text")  # the output layer is the embedding
 
 
 def test_every_registered_model_type_has_a_tiny_model():
@@ -31,11 +34,17 @@ def test_tiny_model_f32_matches_transformers(arch, tiny_arch, tmp_path):
     assert arch_name == GGUF_ARCH[arch] == m.quantization.params["gguf_arch"]
     names = {t.name for t in reader.tensors}
     assert ("rope_freqs.weight" in names) == (arch == "llama3")
-    assert ("output.weight" in names) == (arch != "gemma")  # gemma ties the output to the embedding
-    if arch in ("qwen3", "gemma"):  # head_dim 32 != hidden / heads
+    assert ("output.weight" in names) == (arch not in TIED)
+    if arch in ("qwen3", "gemma", "gemma3_text"):  # head_dim 32 != hidden / heads
         assert reader.fields[f"{arch_name}.attention.key_length"].contents() == 32
-    if arch == "qwen3":
+    if arch in ("qwen3", "gemma3_text"):
         assert "blk.0.attn_q_norm.weight" in names
+    if arch == "gemma3_text":  # layers sliding, sliding, full; each of these keys changes llama.cpp's logits
+        assert "blk.0.post_ffw_norm.weight" in names and "blk.0.post_attention_norm.weight" in names
+        assert reader.fields["gemma3.attention.sliding_window"].contents() == 8
+        assert reader.fields["gemma3.attention.sliding_window_pattern"].contents() == 3
+        assert reader.fields["gemma3.rope.freq_base_swa"].contents() == 20000.0
+        assert reader.fields["gemma3.rope.scaling.factor"].contents() == 2.0
 
 
 def test_llama3_rope_factors_matter(tiny_arch, tmp_path):
@@ -49,3 +58,22 @@ def test_llama3_rope_factors_matter(tiny_arch, tmp_path):
 
     with pytest.raises(QualityGateError):
         export_gguf(tiny_arch("llama3"), tmp_path / "out", quant="f32", postprocess=flatten)
+
+
+@pytest.mark.parametrize("change", [
+    {"query_pre_attn_scalar": 20},
+    {"final_logit_softcapping": 3.0},
+    {"attn_logit_softcapping": 50.0},
+    {"layer_types": ["full_attention", "sliding_attention", "sliding_attention"]},
+])
+def test_gemma3_settings_llama_cpp_would_run_differently_are_refused(change, tiny_arch, tmp_path):
+    """llama.cpp's gemma3 reads no query_pre_attn_scalar nor softcapping, and only a periodic layer pattern."""
+    import shutil
+
+    src = tmp_path / "gemma3"
+    shutil.copytree(tiny_arch("gemma3_text"), src)
+    config = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(UnsupportedModelError, match=next(iter(change)) if "layer_types" not in change else "pattern"):
+        export_gguf(src, tmp_path / "out", quant="f32")
+    assert not (tmp_path / "out").exists()

@@ -1,9 +1,10 @@
 """Differential tests: an edgekit f16 GGUF run in llama.cpp against the transformers model it came from.
 
-Two families: SmolLM2-135M-Instruct (llama architecture: q/k permutation for
-rotary, byte-level BPE with llama.cpp's "smollm" pre-tokenizer) and tiny random
+Families: SmolLM2-135M-Instruct (llama architecture: q/k permutation for
+rotary, byte-level BPE with llama.cpp's "smollm" pre-tokenizer), tiny random
 Qwen2 models (NEOX rotary, q/k/v biases) with a GPT-2-split and a Qwen2-split
-byte-level BPE tokenizer.
+byte-level BPE tokenizer, and a tiny random Gemma 3 (sliding window of 8 over
+longer sequences, local and global layers with their own rope bases).
 """
 
 from __future__ import annotations
@@ -76,5 +77,21 @@ def test_sentencepiece_llama_f16_matches_transformers(tmp_path):
         # not valid UTF-8 into U+FFFD (even a valid control byte in it), llama.cpp only the invalid bytes
         assert ids == ref_ids and text.strip()
         assert _printable(model.detokenize(ids)) == _printable(ref_text)
+    finally:
+        model.close()
+
+
+def test_tiny_gemma3_f16_matches_transformers(tiny_arch, tmp_path):
+    src = tiny_arch("gemma3_text")
+    art = export_gguf(src, tmp_path / "out", quant="f16")
+    m = art.manifest
+    assert m.quantization.params["gguf_arch"] == "gemma3"
+    assert m.gate.metrics["kl_mean"] < 1e-3 and m.gate.metrics["top1"] >= 0.99, m.gate.metrics
+    model = edgekit.load(art.path, threads=1)
+    try:
+        assert tokenization_mismatches(src, model) == []
+        # prompt + 32 tokens: far past the window of 8, through llama.cpp's sliding-window KV cache
+        ref_ids, ids, ref_text, text = greedy_both(src, model, "The capital of France is", 32)
+        assert ids == ref_ids and text == ref_text and len(ids) == 32
     finally:
         model.close()

@@ -138,6 +138,18 @@ def _load_hf(folder: Path, tok_cfg: dict[str, Any]):
     return tok
 
 
+def check_unique(vocab: Vocab, folder: Path) -> None:
+    """Refuse a vocabulary with two tokens of the same bytes: llama.cpp aborts (SIGABRT) on loading it."""
+    from edgekit.gguf_header import duplicate_tokens
+
+    dups = duplicate_tokens([t.encode("utf-8", "surrogatepass") for t in vocab.tokens])
+    if dups:
+        token, first, later = dups[0]
+        raise UnsupportedModelError(
+            f"{folder}: the tokenizer has {len(dups)} duplicate token(s) ({token.decode('utf-8', 'replace')!r} is token {first} and token "
+            f"{later}), which llama.cpp cannot load: give each added token text no other token has")
+
+
 def read_vocab(folder: Path, n_rows: int, config: dict[str, Any]) -> Vocab:
     """Read the folder's tokenizer into a :class:`Vocab` padded to ``n_rows`` (the embedding's rows)."""
     from edgekit.runtimes.tokenizer import read_chat_template
@@ -158,6 +170,7 @@ def read_vocab(folder: Path, n_rows: int, config: dict[str, Any]) -> Vocab:
         vocab = _spm_vocab(tj, n_rows, folder)
     else:
         raise UnsupportedModelError(f"{folder}: a BPE tokenizer that is neither byte-level nor SentencePiece-style")
+    check_unique(vocab, folder)
     vocab.hf = hf
     vocab.clean_up_spaces = bool(tok_cfg.get("clean_up_tokenization_spaces", False))
     vocab.chat_template = read_chat_template(folder, tok_cfg)

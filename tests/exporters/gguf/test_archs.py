@@ -77,3 +77,15 @@ def test_gemma3_settings_llama_cpp_would_run_differently_are_refused(change, tin
     with pytest.raises(UnsupportedModelError, match=next(iter(change)) if "layer_types" not in change else "pattern"):
         export_gguf(src, tmp_path / "out", quant="f32")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_vocabulary_with_duplicate_tokens_is_refused_before_writing(tmp_path):
+    """llama.cpp aborts on a GGUF whose vocabulary repeats a token: the converter refuses it first."""
+    from edgekit.errors import UnsupportedModelError
+    from edgekit.exporters.gguf.vocab import Vocab, check_unique
+
+    check_unique(Vocab(model="gpt2", tokens=["a", "b", "ab"], types=[1, 1, 1]), tmp_path)
+    with pytest.raises(UnsupportedModelError, match=r"duplicate token.*'a' is token 0 and token 2"):
+        check_unique(Vocab(model="gpt2", tokens=["a", "b", "a"], types=[1, 1, 1]), tmp_path)
+    with pytest.raises(UnsupportedModelError, match="duplicate token"):  # llama.cpp's name for an empty token
+        check_unique(Vocab(model="gpt2", tokens=["", "[EMPTY_0]"], types=[1, 1]), tmp_path)

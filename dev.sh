@@ -41,29 +41,29 @@ demo() {
   export HF_HUB_OFFLINE=1 COLUMNS=${COLUMNS:-160}  # wide tables also when the output is not a terminal
   mkdir -p "$out"
 
-  step "1/9 export to ONNX: MiniLM (fp32, int8, traced) and SmolLM2-135M-Instruct (fp32, int8, int4: the fused decoder graph), each gated against the original"
+  step "1/10 export to ONNX: MiniLM (fp32, int8, traced) and SmolLM2-135M-Instruct (fp32, int8, int4: the fused decoder graph), each gated against the original"
   "$ek" export onnx packaged:minilm -o "$out/minilm-fp32" --force
   "$ek" export onnx packaged:minilm -o "$out/minilm-int8" --quant int8 --force
   "$ek" export onnx packaged:smollm2 -o "$out/smollm2-onnx-fp32" --force
   "$ek" export onnx packaged:smollm2 -o "$out/smollm2-onnx-int8" --quant int8 --force
   "$ek" export onnx packaged:smollm2 -o "$out/smollm2-onnx-int4" --quant int4 --force
 
-  step "2/9 export to GGUF (f16, q8_0, q4_k_m) with llama.cpp's quantizer, gated"
+  step "2/10 export to GGUF (f16, q8_0, q4_k_m) with llama.cpp's quantizer, gated"
   for q in f16 q8_0 q4_k_m; do
     "$ek" export gguf packaged:smollm2 -o "$out/smollm2-gguf-$q" --quant "$q" --force
   done
 
-  step "3/9 inspect: manifests, gate metrics, verified file hashes"
+  step "3/10 inspect: manifests, gate metrics, verified file hashes"
   "$ek" inspect "$out/minilm-int8"
   "$ek" inspect "$out/smollm2-onnx-int8"
   "$ek" inspect "$out/smollm2-gguf-q4_k_m"
 
-  step "4/9 run: the same API over ONNX and GGUF; embeddings from MiniLM"
+  step "4/10 run: the same API over ONNX and GGUF; embeddings from MiniLM"
   "$ek" run "$out/smollm2-onnx-int8" --raw -p "The capital of France is" -n 32   # --raw: plain text to continue
   "$ek" run "$out/smollm2-gguf-q4_k_m" -p "Give me three tips for better sleep." -n 48   # through the chat template
   "$ek" embed "$out/minilm-int8" "Small models run on phones." "Edge devices answer quickly."
 
-  step "5/9 fallback to a remote LLM: a local OpenAI-compatible server (llama-cpp-python) stands in for the large model"
+  step "5/10 fallback to a remote LLM: a local OpenAI-compatible server (llama-cpp-python) stands in for the large model"
   local gguf server
   gguf=$("$py" -c 'from edgekit.packaged import smollm2_gguf_path as p; print(p())')
   "$py" -m llama_cpp.server --model "$gguf" --model_alias smollm2 --host 127.0.0.1 --port "$port" \
@@ -86,7 +86,7 @@ PY
     --remote "http://127.0.0.1:$port/v1" --model smollm2 --decision-log "$out/decisions.jsonl"
   "$ek" run "$out/smollm2-gguf-q4_k_m" -p "Which animal is known as the king of the jungle?" -n 24 \
     --remote "http://127.0.0.1:$port/v1" --model smollm2 --decision-log "$out/decisions.jsonl"
-  step "6/9 serve: the OpenAI API over the same artifact and remote; the official openai client asks, the headers say who answered"
+  step "6/10 serve: the OpenAI API over the same artifact and remote; the official openai client asks, the headers say who answered"
   local sport=${EDGEKIT_DEMO_SERVE_PORT:-8090} serving
   "$ek" serve "$out/smollm2-gguf-q4_k_m" --remote "http://127.0.0.1:$port/v1" --model smollm2 --port "$sport" \
     --threads 1 --decision-log "$out/decisions.jsonl" --no-access-log >"$out/serve.log" 2>&1 &
@@ -119,11 +119,11 @@ PY
   kill "$server" 2>/dev/null || true
   trap - EXIT
 
-  step "7/9 bench and report: measured on this machine, predicted for target devices"
+  step "7/10 bench and report: measured on this machine, predicted for target devices"
   "$ek" bench "$out/smollm2-onnx-fp32" "$out/smollm2-onnx-int8" "$out/smollm2-gguf-f16" "$out/smollm2-gguf-q8_0" \
     "$out/smollm2-gguf-q4_k_m" --runs 3 --warmup 1 --prompt-tokens 128 --gen-tokens 64 \
     --target raspberry-pi-5 --target pixel-8 --report "$out/report"
-  step "8/9 on a device over SSH: a loopback SSH server (its own home, host key and client key) stands in for a board"
+  step "8/10 on a device over SSH: a loopback SSH server (its own home, host key and client key) stands in for a board"
   local devdir lbserver pyabs
   devdir="$(cd "$out" && pwd)/device"
   pyabs=$("$py" -c 'import sys; print(sys.executable)')
@@ -144,10 +144,13 @@ PY
   )
   kill "$lbserver" 2>/dev/null || true
   trap - EXIT
-  step "9/9 package for a phone: an ONNX and a GGUF artifact for android (ORT format, operator config, EP report; llama.cpp settings), with their size reports"
+  step "9/10 package for a phone: an ONNX and a GGUF artifact for android (ORT format, operator config, EP report; llama.cpp settings), with their size reports"
   "$ek" package "$out/smollm2-onnx-int8" -o "$out/package-smollm2-onnx-int8-android" --platform android --target pixel-8 --force
   "$ek" package "$out/smollm2-gguf-q4_k_m" -o "$out/package-smollm2-q4_k_m-android" --platform android --target pixel-8 --force
-  step "done: artifacts, decision log and report (bench.md, bench.json, chart) are in $out/"
+  step "10/10 what should I ship? edgekit optimize: GGUF and ONNX candidates for a Raspberry Pi 5 under a top-1 floor of 0.85, pruned by prediction, exported and gated once (cached), measured here, predicted there; the report"
+  "$ek" optimize packaged:smollm2 --target raspberry-pi-5 --min-top1 0.85 --runs 2 -o "$out/optimize-raspberry-pi-5" --force
+  cat "$out/optimize-raspberry-pi-5/optimize.md"
+  step "done: artifacts, decision log and reports (bench.md, bench.json, chart; optimize.md, optimize.json, chart) are in $out/"
 }
 
 cmd=${1:-}

@@ -41,6 +41,7 @@ _LAZY = {
     "bench": "edgekit.profiler",
     "predict": "edgekit.profiler",
     "package": "edgekit.package",  # the function; the module edgekit.package is callable too
+    "optimize": "edgekit.optimize",  # the function, bound in edgekit/optimize/__init__.py
 }
 
 __all__ = ["__version__", *_LAZY]

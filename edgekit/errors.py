@@ -9,6 +9,7 @@ The tree splits into two halves, and the CLI maps them to exit codes:
     │   ├── UnsupportedModelError architecture or task the exporter/runtime cannot handle
     │   ├── ArtifactError         not an artifact, hash mismatch, corrupt or truncated model file
     │   ├── ConfigError           bad option values, bad config/prompts files, output path problems
+    │   │   └── UnmetConstraintsError nothing meets optimize's constraints (carries the closest candidates)
     │   ├── ContextOverflowError  prompt longer than the model's context
     │   ├── HostKeyError          a device's SSH host key is unknown or changed (never skipped)
     │   └── MissingDependencyError an optional extra is not installed (names the pip command)
@@ -68,6 +69,19 @@ class ArtifactError(UserError):
 
 class ConfigError(UserError):
     """An option, config file, prompts file or output path is wrong."""
+
+
+class UnmetConstraintsError(ConfigError):
+    """No candidate of ``edgekit.optimize`` meets the constraints.
+
+    ``details``: the closest candidates and what each misses, one line each (the CLI prints them under the
+    error line); ``result``: the whole run (``OptimizeResult``: every candidate, its gate, size and speeds).
+    """
+
+    def __init__(self, message: str, *, details=(), result=None, param: str | tuple[str, ...] = ()):
+        super().__init__(message, param=param)
+        self.details: tuple[str, ...] = tuple(details)
+        self.result = result
 
 
 class ContextOverflowError(UserError):

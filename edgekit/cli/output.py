@@ -55,13 +55,20 @@ FLAGS: dict[str, str] = {
     "device": "--device",
     "folder": "--report",  # profiler.report.write_report(folder=)
     "force": "--force",
+    "formats": "--formats",  # edgekit.optimize(formats=)
     "gen_tokens": "--gen-tokens",
     "head_dim": "--head-dim",
+    "host_threads": "--host-threads",  # edgekit.optimize
     "host": "--host",  # edgekit.serve.server.bind(host=)
     "kv_heads": "--kv-heads",
     "layers": "--layers",
+    "max_kl": "--max-kl",  # edgekit.optimize
+    "max_size_mb": "--max-size",
+    "min_decode": "--min-decode",
+    "min_top1": "--min-top1",
     "mmap": "--mmap",  # edgekit.package(mmap=)
     "llama_cpp_converter": "--llama-cpp-converter",
+    "objective": "--objective",  # edgekit.optimize
     "model": "--model",  # RemoteLLM(model=): the remote's model name
     "optimize": "--optimize",  # optimize=False: --no-optimize
     "out": "-o/--output",
@@ -71,6 +78,7 @@ FLAGS: dict[str, str] = {
     "prompt_tokens": "--prompt-tokens",
     "python": "--python",  # devices setup --python PATH
     "quant": "--quant",
+    "quants": "--quants",  # edgekit.optimize(quants=)
     "save": "--save",  # targets detect --save FILE.toml
     "source": "--source",  # gate_artifact(source=): the original model
     "target": "--target",

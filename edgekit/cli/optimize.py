@@ -37,7 +37,7 @@ def _table(rows: list[dict[str, str]], title: str) -> Table:
     table = Table(title=title, title_justify="left")
     cols = list(dict.fromkeys(k for row in rows for k in row))
     for c in cols:
-        table.add_column(c, justify="left" if c in ("candidate", "status", "gate", "cache") else "right",
+        table.add_column(c, justify="left" if c in ("candidate", "status", "gate", "cache", "plan") else "right",
                          no_wrap=c == "candidate", overflow="fold")
     for row in rows:
         table.add_row(*(Text(row.get(c, "-")) for c in cols))
@@ -78,31 +78,38 @@ def optimize_cmd(
     ),
     device: Optional[str] = typer.Option(
         None, "--device", "-d", metavar="NAME", show_default=False,
-        help="Measure each candidate on this registered device over SSH ('edgekit devices add') instead of "
-        "predicting the target from this machine.",
+        help="Measure each candidate on this registered device over SSH ('edgekit devices add') and choose from "
+        "those measurements. Default: none (measured on this machine, predicted for --target).",
     ),
+    # The four constraints are checked by edgekit.optimize (finite, above 0): one message for NaN, inf and 0 alike.
     min_top1: Optional[float] = typer.Option(
-        None, "--min-top1", min=0.0, max=1.0, show_default=False,
-        help="Quality floor: the gate's top-1 agreement with the original model (e.g. 0.85).",
+        None, "--min-top1", metavar="X", show_default=False,
+        help="Quality floor: the gate's top-1 agreement with the original model at least X (a fraction, 0 < X <= 1, "
+        "e.g. 0.85). Default: none (only the gate's own bounds per quantization type).",
     ),
     max_kl: Optional[float] = typer.Option(
-        None, "--max-kl", min=0.0, show_default=False,
-        help="Quality floor: the gate's mean next-token KL at most this.",
+        None, "--max-kl", metavar="Y", show_default=False,
+        help="Quality ceiling: the gate's mean next-token KL divergence from the original model at most Y (nats, "
+        "> 0, e.g. 0.05). Default: none. With --min-top1 too, both apply.",
     ),
     max_size: Optional[float] = typer.Option(
-        None, "--max-size", metavar="MB", min=0.0, show_default=False, help="Artifact size at most this many MB.",
+        None, "--max-size", metavar="MB", show_default=False,
+        help="Artifact size (all its files) at most this many MB (1 MB = 10^6 bytes, > 0). Default: no limit.",
     ),
     min_decode: Optional[float] = typer.Option(
-        None, "--min-decode", metavar="TOKS", min=0.0, show_default=False,
-        help="Decode tokens/s on the target at least this (predicted; measured with --device).",
+        None, "--min-decode", metavar="TOKS", show_default=False,
+        help="Decode speed on the target at least TOKS tokens/s (> 0): predicted for --target from this machine's "
+        "measurements, measured with --device. Default: no minimum.",
     ),
     objective: Objective = typer.Option(
         Objective.decode, "--objective",
         help="What the choice maximises among the candidates meeting every constraint: decode or prefill "
-        "tokens/s, or minimises: ttft (time to first token) or size. Ties go to the smaller artifact.",
+        "tokens/s, or minimises: ttft (time to first token, seconds) or size (bytes). Ties (within 0.5%) go to the "
+        "smaller artifact.",
     ),
     formats: List[str] = typer.Option(
-        [], "--formats", show_default=False, help="Restrict the candidates' formats: gguf, onnx (comma-separated)."
+        [], "--formats", show_default=False,
+        help="Restrict the candidates' formats: gguf, onnx (comma-separated or repeated). Default: both.",
     ),
     quants: List[str] = typer.Option([], "--quants", show_default=False, help=QUANTS_HELP),
     dry_run: bool = typer.Option(
@@ -120,10 +127,12 @@ def optimize_cmd(
     ),
     runs: int = typer.Option(3, "--runs", min=1, help="Measured bench runs per candidate."),
     warmup: int = typer.Option(1, "--warmup", min=0, help="Warm-up runs per candidate."),
-    prompt_tokens: int = typer.Option(128, "--prompt-tokens", min=1, help="Bench prompt length (prefill, TTFT)."),
+    prompt_tokens: int = typer.Option(
+        128, "--prompt-tokens", min=1, help="Bench prompt length in tokens (prefill, TTFT).",
+    ),
     gen_tokens: int = typer.Option(64, "--gen-tokens", min=2, help="Bench generated tokens per run."),
     threads: Optional[int] = typer.Option(
-        None, "--threads", min=1, help="Threads on the target (default: its profile's).",
+        None, "--threads", min=1, help="Threads on the target (default and maximum: its profile's).",
     ),
     host_threads: Optional[int] = typer.Option(
         None, "--host-threads", min=1, help="Threads of the runs on this machine (default: the target's, at most "
@@ -131,7 +140,7 @@ def optimize_cmd(
     ),
     context: Optional[int] = typer.Option(
         None, "--context", min=2,
-        help="KV cache positions the memory check counts (default: the model's, at most 4096).",
+        help="KV cache positions (tokens) the memory check counts (default: the model's context, at most 4096).",
     ),
     accept_new_host_key: bool = typer.Option(
         False, "--accept-new-host-key", help="With --device: trust its SSH host key if not yet in known_hosts.",

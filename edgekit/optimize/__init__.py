@@ -14,7 +14,21 @@ Pareto front), run.py (the run), report.py (Markdown, PNG, JSON, the OUT folder)
 
 from __future__ import annotations
 
+import sys
+import types
+
 from edgekit.optimize.run import OptimizeResult, optimize
 from edgekit.optimize.schema import CandidateRecord, OptimizeReport
 
 __all__ = ["optimize", "OptimizeResult", "OptimizeReport", "CandidateRecord"]
+
+
+class _CallableModule(types.ModuleType):
+    """``edgekit.optimize`` is this module once any of its submodules was imported (Python binds a package's
+    submodule over the lazy function of the same name): calling it calls :func:`optimize`, as edgekit.package does."""
+
+    def __call__(self, *args, **kwargs) -> OptimizeResult:
+        return optimize(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

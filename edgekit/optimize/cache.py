@@ -10,8 +10,10 @@ knobs, gate prompts and edgekit version) under ``<cache>/optimize/``:
   calibration) per machine and bench settings.
 
 An entry counts only when ``entry.json`` is there and, for a passed gate, the artifact's files
-still have their recorded sizes: an export interrupted by Ctrl-C leaves no entry, and a later
-run makes it again. Finished entries are never touched by an interrupted run.
+still have their recorded sizes and hashes: an export interrupted by Ctrl-C leaves no entry, and a
+later run makes it again; an entry that does not count (damaged, half-deleted, edited in place
+through a hard link of an optimize OUT) is removed and made again. Finished entries are never
+touched by an interrupted run.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -79,11 +82,23 @@ def lookup(key: str) -> Entry | None:
     if entry.status == "passed":
         from edgekit.artifact import resolve_artifact
 
-        try:
-            resolve_artifact(artifact_path(key, entry.format, entry.quant), check="sizes")
+        try:  # sizes and hashes (after the first check, a CRC-32 of each file: about 25 ms per 100 MB)
+            resolve_artifact(artifact_path(key, entry.format, entry.quant), check="hashes")
         except ArtifactError:
             return None
     return entry
+
+
+def _clear(key: str, out: Path) -> None:
+    """Remove what is left of an entry that did not count (:func:`lookup`): its verdict and its artifact, whatever
+    state they are in (a damaged manifest, a file where the folder was). The cache is edgekit's own, so this is
+    the one place it deletes without the artifact guard that protects user folders; measurements stay (same key,
+    same artifact) and so do other runs' staging folders (their exporters sweep them)."""
+    (folder(key) / "entry.json").unlink(missing_ok=True)
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        out.unlink()
+    elif out.exists():
+        shutil.rmtree(out)
 
 
 def export(key: str, source, fmt: str, quant: str, knobs: dict, source_sha256: str, prompts,
@@ -93,6 +108,7 @@ def export(key: str, source, fmt: str, quant: str, knobs: dict, source_sha256: s
 
     out = artifact_path(key, fmt, quants.export_quant(fmt, quant).name)
     out.parent.mkdir(parents=True, exist_ok=True)
+    _clear(key, out)
     t0 = time.perf_counter()
     try:
         if fmt == "gguf":

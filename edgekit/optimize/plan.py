@@ -128,7 +128,10 @@ def select(formats=None, quant_names=None) -> list[quants.Quant]:
     rows: list[quants.Quant] = []
     if not wanted:
         rows = [quants.export_quant(f, q) for f in fmts for q in DEFAULT_QUANTS[f]]
-    elif wanted == ["all"]:
+    elif "all" in wanted:
+        if set(wanted) != {"all"}:
+            raise ConfigError("quants= names 'all' with other types: pass all alone, or only the types to try",
+                              param="quants")
         rows = [q for f in fmts for q in quants.rows(f, export=True)]
     else:
         for name in dict.fromkeys(wanted):

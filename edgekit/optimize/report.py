@@ -28,6 +28,10 @@ def _f(x: float | None, digits: int = 1) -> str:
     return "-" if x is None else f"{x:,.{digits}f}"
 
 
+def _n(n: int | None, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _status(c: CandidateRecord) -> str:
     if c.status in ("pruned", "rejected", "failed"):
         return f"{c.status}: {c.reason}"
@@ -52,7 +56,8 @@ def candidate_rows(report: OptimizeReport) -> list[dict[str, str]]:
             f"decode tok/s ({report.target})": _f(p.decode_tps if p else None) if p else (
                 f"~{est:.1f}" if est is not None else "-"),
             f"prefill tok/s ({report.target})": _f(p.prefill_tps if p else None, 0),
-            "memory": mb(p.memory_bytes) if p else f"~{mb(c.plan.memory_bytes)}",
+            f"memory ({report.target})": mb(p.memory_bytes) if p else f"~{mb(c.plan.memory_bytes)}",
+            **({f"peak RSS ({place})": mb(m.memory_bytes) if m else "-"} if report.device else {}),  # what it judged
             "cache": "yes" if c.cached else ("new" if c.exported_now else "-"),
             "status": _status(c),
         })
@@ -85,18 +90,21 @@ def constraint_lines(r: OptimizeReport) -> list[str]:
 
 def markdown(r: OptimizeReport) -> str:
     s, k = r.settings, r.counters
-    where = f"measured on device {r.device}" if r.device else "measured on this machine, predicted for the target"
+    where = (f"measured on device {r.device} (the choice is made from these measurements), predicted for the target"
+             if r.device else "measured on this machine, predicted for the target")
     parts = [
         "# edgekit optimize" + (" (plan only)" if r.dry_run else ""), "",
         f"{r.created_at}, edgekit {r.edgekit_version}. Source `{r.source}` (content sha256 {r.source_sha256[:12]}...), "
-        f"target **{r.target}** ({r.target_threads} threads), {where}.", "",
+        f"target **{r.target}** ({_n(r.target_threads, 'thread')}), {where}.", "",
         f"Constraints: {'; '.join(constraint_lines(r))}. Objective: **{r.constraints.objective}** "
         "(ties go to the smaller artifact).", "",
         f"Candidates: {k.candidates}; pruned before export: {k.pruned_before_export}; exports made: {k.exports}, "
         f"reused from the cache: {k.exports_reused}; benches made: {k.benches}, reused: {k.benches_reused}; "
         f"{r.wall_s:.1f} s. Bench: {s.runs} run{'s' if s.runs != 1 else ''} (+{s.warmup} warm-up), "
         f"{s.prompt_tokens} prompt and "
-        f"{s.gen_tokens} generated tokens, {s.host_threads} host threads; KV cache at {s.context} positions.", "",
+        f"{s.gen_tokens} generated tokens, "
+        + (f"{_n(r.target_threads, 'thread')} on {r.device}" if r.device else f"{_n(s.host_threads, 'host thread')}")
+        + f"; KV cache at {s.context} positions.", "",
         "## Candidates", "", markdown_table(candidate_rows(r)), "",
         "`*`: on the Pareto front (quality vs speed vs size). `~`: predicted from the parameter count before "
         "export. Pruned: ruled out before export, by prediction or because a higher-bit candidate of the same "
@@ -222,6 +230,17 @@ def check_out(out, force: bool) -> Path:
     except ImportError as exc:
         raise MissingDependencyError("matplotlib (for the optimize chart)", "report") from exc
     return p
+
+
+def check_apart(out: Path, source: Path) -> None:
+    """Refuse an OUT inside the source model's folder (a run would write into the model) or one that holds it
+    (``force`` would replace the model with the output)."""
+    o, s = out.resolve(), source.resolve()
+    if o == s or s in o.parents:
+        raise ConfigError(f"{out} is inside the source model folder {source}: choose an out= outside it",
+                          param="out")
+    if o in s.parents:
+        raise ConfigError(f"{out} holds the source model folder {source}: choose another out=", param="out")
 
 
 def _link_tree(src: Path, dst: Path) -> None:

@@ -20,6 +20,7 @@ closest candidates; the whole table is on the error (``.result``) and nothing is
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -75,10 +76,10 @@ class OptimizeResult:
 def _number(name: str, value, *, low: float = 0.0, high: float | None = None) -> float | None:
     if value is None:
         return None
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and value > low
-    if not ok or (high is not None and value > high):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > low
+    if not ok or (high is not None and value > high):  # NaN and infinity too: inf would make the JSON report invalid
         bound = f" and at most {high:g}" if high is not None else ""
-        raise ConfigError(f"{name} must be a number above {low:g}{bound}, got {value!r}", param=name)
+        raise ConfigError(f"{name} must be a finite number above {low:g}{bound}, got {value!r}", param=name)
     return float(value)
 
 
@@ -263,10 +264,22 @@ def optimize(
     KV cache the memory check counts (default: the model's, at most 4096). ``quality_prune=False`` evaluates
     every candidate instead of pruning the lower bits of a format once one misses the quality floor.
     ``dry_run``: plan only (nothing exported). ``out``: write the chosen artifact to ``out/artifact`` and the report
-    (optimize.json, .md, .png) beside it; ``force`` replaces an earlier optimize output there.
+    (optimize.json, .md, .png) beside it; ``force`` replaces an earlier optimize output there. ``device``: a
+    registered device (``edgekit devices add``/``setup``), checked reachable before any export;
+    ``accept_new_host_key`` trusts its SSH host key the first time.
+
+    Returns an :class:`OptimizeResult`: ``.choice`` (the chosen :class:`CandidateRecord`: gate metrics, size,
+    measured and predicted speeds), ``.artifact`` (its folder: ``out/artifact``, else in edgekit's cache),
+    ``.table()`` (one row of strings per candidate, as in the report), ``.candidates``, ``.pareto``, ``.report``
+    (the JSON report, :class:`OptimizeReport`) and ``.paths`` (the report files written). With ``dry_run`` there is
+    no choice (``.choice`` is None) and every candidate is "planned" or "pruned".
+
+    Raises :class:`~edgekit.errors.UnmetConstraintsError` when no candidate meets every constraint (``.details``:
+    the closest candidates and what each misses; ``.result``: the whole table), and
+    :class:`~edgekit.errors.ConfigError` (and the other user errors) for bad arguments, before any export.
     """
     t0 = time.perf_counter()
-    from edgekit.optimize.report import check_out, write_outputs
+    from edgekit.optimize.report import check_apart, check_out, write_outputs
     from edgekit.sources import resolve_source
     from edgekit.targets.resolve import resolve_target
 
@@ -285,13 +298,13 @@ def optimize(
     out_path = check_out(out, force) if out is not None and not dry_run else None
     prompt_list = load_prompts(prompts)
     if device is not None:
-        from edgekit.devices.registry import get_device
-
-        get_device(device)  # an unknown name fails now, not after the exports
+        _check_device(device, accept_new_host_key, connect=not dry_run)  # now, not after minutes of exports
     view = progress if isinstance(progress, CandidateView) else CandidateView(progress)
     with view.step(f"source: {plan.source_label(source)} (content digest)"):
         src = resolve_source(source)
         facts = plan.source_facts(src, context)
+    if out_path is not None:
+        check_apart(out_path, src.path)
     n_threads = min(threads or profile.threads, profile.threads)
     from edgekit.runtimes.threads import available_cpus
 
@@ -340,7 +353,7 @@ def optimize(
             view.close()
             done = sum(1 for c in cands if c.exported_now)
             view.log(f"interrupted: {done} candidate{'s' if done != 1 else ''} exported in this run "
-                     "stay in the cache; the next run starts from them")
+                     f"{'stay' if done != 1 else 'stays'} in the cache; the next run starts from them")
             raise
         finally:
             view.close()
@@ -359,6 +372,18 @@ def optimize(
     if out_path is not None:
         result.artifact, result.paths = write_outputs(report, out_path, Path(chosen.artifact), force)
     return result
+
+
+def _check_device(name: str, accept_new_host_key: bool, connect: bool) -> None:
+    """Device ``name`` is registered and set up, and (``connect``) answers with a trusted host key."""
+    from edgekit.devices.registry import get_device
+    from edgekit.devices.ssh import connect as ssh_connect
+
+    dev = get_device(name)
+    if dev.python is None:
+        raise ConfigError(f"device {name} is not set up: run 'edgekit devices setup {name}'", param="device")
+    if connect:
+        ssh_connect(dev, accept_new_host_key=accept_new_host_key).close()
 
 
 def _calibrations(formats: set[str], view: CandidateView) -> dict[str, Calibration]:

@@ -6,8 +6,10 @@ speed is set by the bytes read per token: f16 predicts about 5 tok/s, q8_0 about
 f16 pruned before export by the predicted decode speed; q8_0 passes; q4_k_m (top-1 0.853) is rejected by
 the floor, so q4_0 is pruned without export (quality taken as monotone in bits); ONNX int8 is exported.
 
-The module runs in a cache folder of its own, so that calibrations other tests saved (tiny random
-models) do not decide what the plan predicts. No timing is asserted: counts, statuses and the report.
+The last test measures two of the cold run's candidates on a loopback SSH device (conftest.py) and checks
+that the choice follows the device's measurements. The module runs in a cache folder of its own, so that
+calibrations other tests saved (tiny random models) do not decide what the plan predicts. No timing is
+asserted: counts, statuses and the report.
 """
 
 from __future__ import annotations
@@ -195,3 +197,31 @@ def test_dry_run_exports_nothing(cold, own_cache, smollm2_hf, tmp_path):
     assert by["gguf-q8_0"]["plan"]["decode_tps"] > 0  # the calibration the cold run left
     assert by["gguf-q6_k"]["status"] == by["gguf-q5_k_m"]["status"] == "planned"
     assert sorted(os.listdir(own_cache / "optimize")) == before  # no new cache folder, no export
+
+
+def test_device_measures_the_candidates_and_the_choice_follows(cold, own_cache, smollm2_hf, device_ready, tmp_path):
+    """With a device (a loopback SSH server standing in for a board): the cold run's GGUF q8_0 and q4_k_m (cached:
+    nothing exported) are pushed to it and measured there; the report says so and the choice is the best measured."""
+    dev = device_ready("board")
+    before = _entries(own_cache)
+    result = optimize(smollm2_hf, "pixel-8", device="board", quants=["q8_0", "q4_k_m"], out=tmp_path / "ship",
+                      threads=1, **FAST)
+    report, k = result.report, result.report.counters
+    assert (k.exports, k.exports_reused, k.benches) == (0, 2, 2) and _entries(own_cache) == before
+    assert len(list(dev.home.glob(".edgekit/artifacts/*"))) == 2  # both artifacts went to the device
+    assert report.device == "board"
+    for c in result.candidates:
+        assert c.status in ("chosen", "ok") and c.measured_on == "board" and c.measured.decode_tps > 0
+        assert c.objective_value == c.measured.decode_tps  # judged on the device's numbers, not the prediction
+    chosen = result.choice
+    for c in result.candidates:  # the best measured decode (a tie within 0.5% goes to the smaller)
+        assert (c.measured.decode_tps < chosen.measured.decode_tps * 1.005 or c.size_bytes >= chosen.size_bytes)
+    md = (tmp_path / "ship" / "optimize.md").read_text()
+    assert "measured on device board (the choice is made from these measurements)" in md
+    assert "| decode tok/s (board) |" in md and "| peak RSS (board) |" in md and "1 thread on board;" in md
+    for c in result.candidates:
+        assert f"| {c.measured.decode_tps:,.1f} |" in md.split(f"| {c.label}", 1)[1].split("\n", 1)[0]
+    assert f"decode {chosen.measured.decode_tps:,.1f} tok/s on board" in md
+    data = json.loads((tmp_path / "ship" / "optimize.json").read_text())
+    assert data["device"] == "board" and data["choice"] == chosen.label
+    assert all(c["measured_on"] == "board" for c in data["candidates"])

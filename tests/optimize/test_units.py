@@ -145,3 +145,18 @@ def test_markdown_lists_every_candidate_with_its_status():
     assert "pruned: q4_0 has fewer bits than q4_k_m" in text
     assert "## Choice" in text and "**gguf-q8_0**" in text
     assert OptimizeReport.model_validate(json.loads(json.dumps(report.to_json()))) == report
+
+
+def test_edgekit_optimize_is_callable_after_importing_a_submodule():
+    """``edgekit.optimize(...)`` as documented, also once edgekit.optimize's submodules were imported (the CLI does)."""
+    import subprocess
+    import sys
+
+    code = ("import edgekit.optimize.schema, edgekit; assert callable(edgekit.optimize); "
+            "import edgekit.optimize as o; assert o.optimize is edgekit.optimize.optimize; "
+            "from edgekit.errors import ConfigError\n"
+            "try:\n    edgekit.optimize('x', 'pixel-8', objective='speed')\n"
+            "except ConfigError as e:\n    assert e.params == ('objective',), e.params\n"
+            "else:\n    raise SystemExit('no error')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

@@ -61,6 +61,7 @@ class QuantPlan:
     head_bits: int = 8  # output layer (and a tied embedding) when quantized
     embed_bits: int = 8  # an untied embedding's GatherBlockQuantized
     bits: dict[str, int] = field(default_factory=dict)
+    methods: dict[str, str] = field(default_factory=dict)  # per-matrix overrides of ``method``
     importance: dict[str, np.ndarray] = field(default_factory=dict)  # per-input channel weights for "search"
 
     def bits_for(self, name: str) -> int:
@@ -69,7 +70,8 @@ class QuantPlan:
     def describe(self) -> dict[str, Any]:
         return {"default_bits": self.default_bits, "block_size": self.block, "method": self.method,
                 "accuracy_level": self.accuracy_level, "output_bits": self.head_bits,
-                "embedding_bits": self.embed_bits, "overrides": dict(sorted(self.bits.items()))}
+                "embedding_bits": self.embed_bits, "overrides": dict(sorted(self.bits.items())),
+                **({"method_overrides": dict(sorted(self.methods.items()))} if self.methods else {})}
 
 
 @dataclass
@@ -137,7 +139,7 @@ class DecoderBuilder:
             if bias is not None:
                 y = g.one("Add", [y, g.weight(f"{name}.bias", bias)], f"{name}/bias")
             return y
-        method = self.plan.method
+        method = self.plan.methods.get(name, self.plan.method)
         if method == "minmax" and k % self.plan.block:  # the block sums need whole blocks: integer zero points
             method = "search" if self.plan.importance.get(name) is not None else "rtn"
         q = nbits.quantize(w, bits, self.plan.block, method, self.plan.importance.get(name))

@@ -20,6 +20,7 @@ from edgekit.fileio import (
 from edgekit.optimize.decide import quality_axis
 from edgekit.optimize.plan import floor_text, mb
 from edgekit.optimize.schema import REPORT_SCHEMA, CandidateRecord, OptimizeReport
+from edgekit.profiler.report import markdown_table
 
 OUT_NAMES = ("artifact", "optimize.json", "optimize.md", "optimize.png")
 
@@ -62,19 +63,6 @@ def candidate_rows(report: OptimizeReport) -> list[dict[str, str]]:
             "status": _status(c),
         })
     return rows
-
-
-def md_cell(text: object) -> str:
-    return " ".join(str(text).splitlines()).replace("\\", "\\\\").replace("|", "\\|")
-
-
-def markdown_table(rows: list[dict[str, str]]) -> str:
-    if not rows:
-        return ""
-    cols = list(dict.fromkeys(k for row in rows for k in row))
-    lines = ["| " + " | ".join(md_cell(c) for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(md_cell(row.get(c, "-")) for c in cols) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def constraint_lines(r: OptimizeReport) -> list[str]:

@@ -71,7 +71,8 @@ _ROWS = (
     # ---- ONNX (exporters/onnx_quant.py) ----
     _onnx("fp32", 32, 32.0, "fp32, as traced", option="none", direct=True),
     _onnx("int8", 8, 9.0, "encoders: quantize_dynamic per-channel; decoders: 8-bit block-wise MatMulNBits"),
-    _onnx("int4", 4, 5.625, "weight-only 4-bit MatMulNBits with a float block minimum, output layer at 8 bits"),
+    _onnx("int4", 4, 5.625,
+          "weight-only 4-bit MatMulNBits, output layer at 8 bits (fused decoders: float block minimum)"),
     _onnx("fp16", 16, 16.0, "weights and compute in float16"),
     _onnx("int8-dynamic", 8, 8.0, "int8 by quantize_dynamic (int8_mode='dynamic'); recorded as int8",
           export=False, int8_compute=True),

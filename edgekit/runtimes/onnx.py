@@ -234,7 +234,6 @@ class OnnxDecoder(OnnxModel):
         else:
             self._cache = GrowingCache(_ort(), self.past_names, self.present_names, (1, kv, 0, hd), past_dtype)
         self._binding = self.session.io_binding()
-        self._binding_cache = None  # the SharedBuffer the binding is laid out for
         self._mask = np.ones((1, 0), dtype=np.int64)
         self._reset()
 
@@ -281,16 +280,15 @@ class OnnxDecoder(OnnxModel):
         """
         n, t = self._n_past, len(ids)
         b, cache = self._binding, self._cache
-        if self._binding_cache is not cache or cache.capacity != self.context_length:
-            # the first run with these buffers: lay the binding out afresh (clearing it first lets go of
-            # buffers of another capacity before the new ones are made)
+        if cache.capacity != self.context_length:
+            # the first run, or a new context: new buffers, bound afresh (clearing the binding first lets go
+            # of buffers of another capacity before the new ones are made)
             b.clear_binding_inputs()
             b.clear_binding_outputs()
             b.bind_output("logits", "cpu")  # output 0, read back only while the vocabulary size is unknown
             cache.forget_binding()
             cache.reserve(self.context_length)
             self._mask = np.ones((1, cache.capacity), dtype=np.int64)
-            self._binding_cache = cache
         cache.bind(b, n, t)  # refuses positions past the buffer (ContextOverflowError) before any input is sliced
         b.bind_cpu_input("input_ids", np.asarray([ids], dtype=np.int64))
         if self._has_mask:
@@ -330,7 +328,6 @@ class OnnxDecoder(OnnxModel):
     def close(self) -> None:
         self._cache.close()
         self._binding = None
-        self._binding_cache = None
         super().close()
 
 

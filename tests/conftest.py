@@ -100,6 +100,21 @@ def tiny_bert(tmp_path_factory) -> Path:
     return make_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert")
 
 
+# ---- tiny ONNX artifacts (seconds to build), shared by the runtime and package tests: read only, damage on copies ----
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_llama, tmp_path_factory):
+    from edgekit.exporters.onnx import export_onnx
+
+    return export_onnx(tiny_llama, tmp_path_factory.mktemp("tiny-art") / "tiny-onnx")
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_bert, tmp_path_factory):
+    from edgekit.exporters.onnx import export_onnx
+
+    return export_onnx(tiny_bert, tmp_path_factory.mktemp("tiny-art") / "tiny-bert")
+
+
 @pytest.fixture(scope="session")
 def tiny_bert_classifier(tmp_path_factory) -> Path:
     return make_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert-cls", classifier=True)

@@ -59,17 +59,13 @@ def tiny_gguf_artifact(tiny_src, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_onnx_artifact(tiny_llama, tmp_path_factory):
-    from edgekit.exporters.onnx import export_onnx
-
-    return export_onnx(tiny_llama, tmp_path_factory.mktemp("pkg-art") / "tiny-onnx")
+def tiny_onnx_artifact(tiny_onnx):
+    return tiny_onnx  # the session's tiny ONNX decoder (tests/conftest.py), not a second export of it
 
 
 @pytest.fixture(scope="session")
-def tiny_encoder_artifact(tiny_bert, tmp_path_factory):
-    from edgekit.exporters.onnx import export_onnx
-
-    return export_onnx(tiny_bert, tmp_path_factory.mktemp("pkg-art") / "tiny-bert")
+def tiny_encoder_artifact(tiny_encoder):
+    return tiny_encoder
 
 
 @pytest.fixture(scope="session")

@@ -31,20 +31,6 @@ def tiny_gguf(tiny_llama, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_onnx(tiny_llama, tmp_path_factory):
-    from edgekit.exporters.onnx import export_onnx
-
-    return export_onnx(tiny_llama, tmp_path_factory.mktemp("hard") / "tiny-onnx")
-
-
-@pytest.fixture(scope="session")
-def tiny_encoder(tiny_bert, tmp_path_factory):
-    from edgekit.exporters.onnx import export_onnx
-
-    return export_onnx(tiny_bert, tmp_path_factory.mktemp("hard") / "tiny-bert")
-
-
-@pytest.fixture(scope="session")
 def tiny_classifier(tiny_bert_classifier, tmp_path_factory):
     from edgekit.exporters.onnx import export_onnx
 

@@ -41,10 +41,15 @@ def test_smollm2_f16_matches_transformers(gguf_exports, smollm2_hf):
 @pytest.mark.parametrize("which", ["gpt2-split", "qwen2-split"])
 def test_tiny_qwen2_f16_matches_transformers(which, tiny_qwen2, tiny_qwen2_qwentok, tmp_path):
     src = tiny_qwen2 if which == "gpt2-split" else tiny_qwen2_qwentok
+    m = _f16_matches_transformers(src, tmp_path, "qwen2")
+    assert m.quantization.params["tokenizer_pre"] == ("gpt-2" if which == "gpt2-split" else "qwen2")
+
+
+def _f16_matches_transformers(src, tmp_path, gguf_arch: str):
+    """Export ``src`` to f16: gated near-exact, tokenizes as transformers does, 32 greedy tokens equal; the manifest."""
     art = export_gguf(src, tmp_path / "out", quant="f16")
     m = art.manifest
-    assert m.quantization.params["gguf_arch"] == "qwen2"
-    assert m.quantization.params["tokenizer_pre"] == ("gpt-2" if which == "gpt2-split" else "qwen2")
+    assert m.quantization.params["gguf_arch"] == gguf_arch
     assert m.gate.metrics["kl_mean"] < 1e-3 and m.gate.metrics["top1"] >= 0.99, m.gate.metrics
     model = edgekit.load(art.path, threads=1)
     try:
@@ -53,6 +58,7 @@ def test_tiny_qwen2_f16_matches_transformers(which, tiny_qwen2, tiny_qwen2_qwent
         assert ids == ref_ids and text == ref_text and len(ids) == 32
     finally:
         model.close()
+    return m
 
 
 def _printable(text: str) -> str:
@@ -82,16 +88,5 @@ def test_sentencepiece_llama_f16_matches_transformers(tmp_path):
 
 
 def test_tiny_gemma3_f16_matches_transformers(tiny_arch, tmp_path):
-    src = tiny_arch("gemma3_text")
-    art = export_gguf(src, tmp_path / "out", quant="f16")
-    m = art.manifest
-    assert m.quantization.params["gguf_arch"] == "gemma3"
-    assert m.gate.metrics["kl_mean"] < 1e-3 and m.gate.metrics["top1"] >= 0.99, m.gate.metrics
-    model = edgekit.load(art.path, threads=1)
-    try:
-        assert tokenization_mismatches(src, model) == []
-        # prompt + 32 tokens: far past the window of 8, through llama.cpp's sliding-window KV cache
-        ref_ids, ids, ref_text, text = greedy_both(src, model, "The capital of France is", 32)
-        assert ids == ref_ids and text == ref_text and len(ids) == 32
-    finally:
-        model.close()
+    # prompt + 32 tokens: far past the window of 8, through llama.cpp's sliding-window KV cache
+    _f16_matches_transformers(tiny_arch("gemma3_text"), tmp_path, "gemma3")

@@ -7,6 +7,7 @@ those inside functions: a lazy import that closes a circle is still a circle, it
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,91 @@ def test_the_suite_uses_its_own_cache_folder():
 
     assert cache_dir() != Path.home() / ".cache" / "edgekit"
     assert cache_dir().name.startswith("edgekit-test-cache-")
+
+
+# ------------------------------------------------------------------ host-independent assertions
+
+TESTS = Path(__file__).resolve().parent
+# A metric named in a test, in source (``metrics["top1"]``, ``.metric("top1")``) or in printed text ("top-1 0.944").
+_METRIC_WORDS = ("kl_mean", "kl_max", "top1", "top-1", "cos_mean", "cos_min", "label_agreement", "prob_diff_max",
+                 "gate", "metric")
+_PRINTED_METRIC = re.compile(r"(kl_mean|kl_max|top-?1|cos_mean|cos_min|label_agreement|prob_diff_max)"
+                             r"[^0-9\n]{0,6}(\d\.\d{3,})")
+SYNTHETIC = "# synthetic"  # on the line: the value is an input the test built, not a measurement
+
+
+def _decimals(source: str) -> int:
+    m = re.fullmatch(r"-?\d*\.(\d+)", source.strip())
+    return len(m.group(1)) if m else 0
+
+
+def _near_exact(value: float) -> bool:
+    """A bound within 1e-3 of 0 or 1 asks for near-identical outputs (an fp32 export): not a tuned value."""
+    return min(abs(value), abs(1 - value)) <= 1e-3 + 1e-12
+
+
+def metric_literal_findings(path: Path, source: str | None = None) -> list[str]:
+    """Where a test holds a measured gate metric to a value with three or more decimals.
+
+    Gate metrics move in the third decimal between CPUs of one kind (torch, onnxruntime and llama.cpp pick
+    kernels by instruction set), so such a literal passes on the host it was copied from and fails on the
+    next. Flagged: a float literal with >= 3 decimals on either side of a comparison (``==``, ``<``, ``in``,
+    ``pytest.approx``) whose other side names a metric, unless it is a near-exactness bound (within 1e-3 of
+    0 or 1); and a string literal that prints a metric with >= 3 decimals ("top-1 0.944"). A line marked
+    ``# synthetic`` compares a value the test itself built.
+    """
+    source = path.read_text() if source is None else source
+    lines = source.splitlines()
+    tree = ast.parse(source, str(path))
+    found = []
+
+    def flag(node: ast.AST, why: str) -> None:
+        line = lines[node.lineno - 1]
+        if SYNTHETIC not in line:
+            found.append(f"{path.name}:{node.lineno}: {why}: {line.strip()}")
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assert):
+            for text in ast.walk(node):
+                if isinstance(text, ast.Constant) and isinstance(text.value, str) and any(
+                        not _near_exact(float(m.group(2))) for m in _PRINTED_METRIC.finditer(text.value)):
+                    flag(text, "a printed metric with three or more decimals")
+        if not isinstance(node, ast.Compare):
+            continue
+        sides = [node.left, *node.comparators]
+        texts = [ast.get_source_segment(source, s) or "" for s in sides]
+        for i, side in enumerate(sides):
+            for const in ast.walk(side):
+                if not (isinstance(const, ast.Constant) and isinstance(const.value, float)):
+                    continue
+                if _decimals(ast.get_source_segment(source, const) or "") < 3 or _near_exact(const.value):
+                    continue
+                others = " ".join(t for j, t in enumerate(texts) if j != i)
+                if any(w in others for w in _METRIC_WORDS):
+                    flag(node, f"{const.value} compared with a gate metric")
+    return found
+
+
+def test_the_metric_literal_guard_finds_what_it_should():
+    cases = {
+        'assert m.gate.metrics["top1"] == 0.944\n': 1,
+        'assert q.metric("top1") == pytest.approx(0.853, abs=1e-3)\n': 1,
+        'assert line.startswith("gguf-q8_0 (top-1 0.944")\n': 1,
+        'assert m.gate.metrics["kl_mean"] < 0.084\n': 1,
+        'assert m.gate.metrics["cos_min"] > 0.9999 and m.gate.metrics["kl_mean"] < 1e-4\n': 0,  # near-exact, sci
+        'assert m.gate.metrics["top1"] >= 0.85\n': 0,  # two decimals: a bound with a margin
+        'assert misses == ["top-1 0.853 < 0.9"]  # synthetic: the candidate was built with 0.853\n': 0,
+        'assert elapsed < 0.125\n': 0,  # not a metric
+        'assert "--min-top1 0.999" in line\n': 0,  # near-exact
+        'run("--threshold", "top1=0.944")\n': 0,  # an input, not an assertion
+    }
+    for text, n in cases.items():
+        assert len(metric_literal_findings(Path("case.py"), text)) == n, text
+
+
+def test_no_test_holds_a_measured_metric_to_three_decimals():
+    here = Path(__file__).resolve()  # its literals are the guard's own cases
+    found = [f for p in sorted(TESTS.rglob("*.py")) if "data" not in p.relative_to(TESTS).parts and p != here
+             for f in metric_literal_findings(p)]
+    assert not found, ("gate metrics move in the third decimal between hosts; assert a bound with a margin, a "
+                       "relation, or agreement between two reports of one run:\n" + "\n".join(found))

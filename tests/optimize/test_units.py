@@ -85,7 +85,7 @@ def test_pareto_front_quality_speed_size():
 def test_misses_are_worded_with_the_numbers():
     cons = Constraints(min_top1=0.9, max_size_mb=100, min_decode=50)
     c = _cand("gguf-q8_0", top1=0.853, size=145_000_000, decode=40.0, fits=False)
-    assert decide.quality_misses(c, cons) == ["top-1 0.853 < 0.9"]
+    assert decide.quality_misses(c, cons) == ["top-1 0.853 < 0.9"]  # synthetic: _cand(top1=0.853)
     assert decide.size_misses(c, cons) == ["size 145 MB > 100 MB"]
     assert decide.speed_misses(c, cons, "pixel-8", 4_000_000_000, None) == [
         "memory 145 MB > pixel-8's budget 4,000 MB", "decode 40.0 tok/s < 50 on pixel-8 (predicted)"]

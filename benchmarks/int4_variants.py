@@ -44,7 +44,7 @@ def plans(n_layers: int) -> dict:
     more = [i for i in range(n_layers) if i < n_layers // 8 or i >= 7 * n_layers // 8 or (i - n_layers // 8) % 3 == 2]
     wide = {f"blk.{i}.{m}": 8 for i in more for m in ("ffn_down", "attn_qkv")}
     return {
-        "default": lambda: default_plan("int4", n_layers),
+        "default": lambda: default_plan("int4"),
         "float-min-no-attn-output": lambda: float_min_on("ffn_down", "ffn_gate_up", "attn_qkv"),
         "float-min-mlp": lambda: float_min_on("ffn_down", "ffn_gate_up"),
         "float-min-4bit-output": lambda: QuantPlan(default_bits=4, head_bits=4, embed_bits=4, method="minmax"),

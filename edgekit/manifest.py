@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from edgekit.errors import ArtifactError
+from edgekit.families import read_shape
 from edgekit.fileio import (
     VerifiedStamps,
     crc32_file,
@@ -213,23 +214,17 @@ def _ids(value: Any) -> list[int]:
     return []
 
 
-def model_info_from_folder(folder: Path, task: str, n_params: int | None = None) -> ModelInfo:
-    """Shape facts from a Hugging Face folder's config files (config, generation, tokenizer, sentence-transformers)."""
+def model_info_from_folder(folder: Path, task: str, n_params: int | None = None,
+                           config: dict[str, Any] | None = None) -> ModelInfo:
+    """Shape facts from a Hugging Face folder's config files (config, generation, tokenizer, sentence-transformers);
+    ``config``: its config.json when the caller has read it already."""
     folder = Path(folder)
-    cfg = read_json_dict(folder / "config.json")
+    cfg = config if config is not None else read_json_dict(folder / "config.json")
     cfg = {**cfg.get("text_config", {}), **cfg} if isinstance(cfg.get("text_config"), dict) else cfg
     gen = read_json_dict(folder / "generation_config.json")
 
-    def first(*keys):
-        for k in keys:
-            if isinstance(cfg.get(k), int):
-                return cfg[k]
-        return None
-
-    hidden = first("hidden_size", "n_embd", "d_model", "dim")
-    heads = first("num_attention_heads", "n_head", "n_heads")
-    head_dim = first("head_dim") or (hidden // heads if hidden and heads else None)
-    context = first("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+    shape = read_shape(cfg)
+    context = shape.context
     pooling, normalize, labels = None, None, None
     if task == "feature-extraction":
         st = read_json_dict(folder / "sentence_bert_config.json")
@@ -254,12 +249,12 @@ def model_info_from_folder(folder: Path, task: str, n_params: int | None = None)
     return ModelInfo(
         architecture=str(cfg.get("model_type", "unknown")),
         n_params=n_params,
-        n_layers=first("num_hidden_layers", "n_layer", "num_layers"),
-        hidden_size=hidden,
-        n_heads=heads,
-        n_kv_heads=first("num_key_value_heads", "n_kv_heads") or heads,
-        head_dim=head_dim,
-        vocab_size=first("vocab_size"),
+        n_layers=shape.n_layers,
+        hidden_size=shape.hidden,
+        n_heads=shape.n_heads,
+        n_kv_heads=shape.n_kv_heads,
+        head_dim=shape.head_dim,
+        vocab_size=shape.vocab,
         context_length=context,
         bos_token_id=bos if isinstance(bos, int) else None,
         eos_token_ids=eos,

@@ -18,6 +18,16 @@ fp32 scale per block (int4 also a 4-bit zero point and a float16 block minimum
 per block: 4 + 1 + 0.125 + 0.5 = 5.625 bpw); quantize_dynamic int8 stores 8 bits
 per channel-scaled weight.
 
+ONNX rows also carry how the exporters make them, so no exporter dispatches by
+name: ``scheme`` is the onnxruntime pass of the traced path (``none`` for a row
+the tracer writes itself, ``matmul_nbits`` block-wise weights, ``quantize_dynamic``
+per-channel int8, ``float16``) and ``encoder_scheme`` the one encoders and
+classifiers get instead (also what ``int8_mode="dynamic"`` forces);
+``fused_plan`` the fused decoder builder's ``QuantPlan`` fields (None: the fused
+builder does not make the row); ``traced_bounds`` the decoder gate bounds of
+the traced path where they differ from quality.py's (which are the fused
+builder's).
+
 ``file_type`` names the ``gguf.LlamaFileType`` member llama.cpp writes for the
 type; it is resolved only when asked (:meth:`Quant.llama_ftype`), because gguf
 is an optional extra and ``import edgekit.quants`` must stay light.
@@ -25,7 +35,8 @@ is an optional extra and ``import edgekit.quants`` must stay light.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 from edgekit.errors import ConfigError, MissingDependencyError
 
@@ -42,6 +53,12 @@ class Quant:
     export: bool = True  # an exporter makes it (False: known to the profiler's predictions only)
     direct: bool = False  # written by the converter (GGUF) or the tracer (ONNX) itself, with no quantizer pass
     int8_compute: bool = False  # matmuls run at the int8 dot-product peak (onnxruntime's integer GEMMs)
+    # ---- ONNX: how the exporters make the row (see the module docstring) ----
+    scheme: str | None = None  # traced path: "none" | "matmul_nbits" | "quantize_dynamic" | "float16"
+    encoder_scheme: str | None = None  # traced encoders/classifiers, when it differs from ``scheme``
+    symmetric: bool = False  # matmul_nbits: symmetric blocks (no zero point)
+    fused_plan: Mapping[str, Any] | None = field(default=None, hash=False)  # QuantPlan(**fused_plan)
+    traced_bounds: Mapping[str, float] | None = field(default=None, hash=False)  # traced decoders' gate bounds
 
     @property
     def choice(self) -> str:
@@ -51,7 +68,8 @@ class Quant:
     def llama_ftype(self) -> int:
         """llama.cpp's ``llama_ftype`` for this type, from gguf-py's ``LlamaFileType``."""
         if self.file_type is None:
-            raise ConfigError(f"{self.name} is not a llama.cpp file type: use one of {', '.join(choices('gguf'))}")
+            raise ConfigError(f"{self.name} is not a llama.cpp file type: use one of {', '.join(choices('gguf'))}",
+                              param="quant")
         try:
             from gguf import LlamaFileType
         except ImportError as exc:
@@ -68,12 +86,27 @@ def _gguf(name, bits, bpw, help, file_type=None, **kw) -> Quant:
 
 
 _ROWS = (
-    # ---- ONNX (exporters/onnx_quant.py) ----
-    _onnx("fp32", 32, 32.0, "fp32, as traced", option="none", direct=True),
-    _onnx("int8", 8, 9.0, "encoders: quantize_dynamic per-channel; decoders: 8-bit block-wise MatMulNBits"),
+    # ---- ONNX (traced: exporters/onnx_quant.py; fused decoders: exporters/onnx_fused) ----
+    _onnx("fp32", 32, 32.0, "fp32, as traced", option="none", direct=True, scheme="none",
+          fused_plan={"default_bits": 0}),
+    # fused int8, RTN: SmolLM2-135M KL 0.007, top-1 0.96, 158 MB
+    _onnx("int8", 8, 9.0, "encoders: quantize_dynamic per-channel; decoders: 8-bit block-wise MatMulNBits",
+          scheme="matmul_nbits", encoder_scheme="quantize_dynamic", symmetric=True,
+          fused_plan={"default_bits": 8, "head_bits": 8, "embed_bits": 8}),
+    # fused int4 is the Pareto pick measured on SmolLM2-135M (KL against the transformers model, the gate's 20
+    # prompts; size of model.onnx + data; benchmarks/onnx_peer.py): 4-bit blocks of 32 with a float block minimum
+    # (minmax, llama.cpp's Q4_1 grid) everywhere, output layer at 8 bits: 111 MB, KL 0.024, top-1 0.91. The
+    # integer-zero-point forms it replaced: RTN 104 MB, 0.54 / 0.59; importance-weighted search 104 MB, 0.34 /
+    # 0.72; search plus 8 bits for ffn_down and qkv on llama.cpp's use_more_bits layers 114 MB, 0.19 / 0.79 (and
+    # slower: 8-bit MatMulNBits decodes slower than 4-bit here). quality.py's int4 bounds are the fused
+    # builder's; optimum-traced int4 decoders (onnxruntime's RTN quantizer, SmolLM2-135M KL 0.50, top-1 0.63)
+    # keep the bounds they had (traced_bounds).
     _onnx("int4", 4, 5.625,
-          "weight-only 4-bit MatMulNBits, output layer at 8 bits (fused decoders: float block minimum)"),
-    _onnx("fp16", 16, 16.0, "weights and compute in float16"),
+          "weight-only 4-bit MatMulNBits, output layer at 8 bits (fused decoders: float block minimum)",
+          scheme="matmul_nbits",
+          fused_plan={"default_bits": 4, "head_bits": 8, "embed_bits": 4, "method": "minmax"},
+          traced_bounds={"kl_mean": 0.8, "kl_max": 6.0, "top1": 0.55}),
+    _onnx("fp16", 16, 16.0, "weights and compute in float16", scheme="float16"),
     _onnx("int8-dynamic", 8, 8.0, "int8 by quantize_dynamic (int8_mode='dynamic'); recorded as int8",
           export=False, int8_compute=True),
     # ---- GGUF, made by edgekit's converter (direct) or llama.cpp's quantizer from an f16 intermediate ----
@@ -132,15 +165,20 @@ def export_quant(format: str, choice: str) -> Quant:
         if q.choice == str(choice).lower():
             return q
     what = "GGUF quantization" if format == "gguf" else "quantization"
-    raise ConfigError(f"unknown {what} {choice!r}: use one of {', '.join(choices(format))}")
+    raise ConfigError(f"unknown {what} {choice!r}: use one of {', '.join(choices(format))}", param="quant")
 
 
-def bits_per_weight(name: str) -> float:
-    """Effective bits per weight of a quantization type (the profiler's sizes)."""
-    q = get(name)
-    if q is None:
-        raise ConfigError(f"unknown quantization {name!r}: use one of {', '.join(sorted(QUANTS))}")
-    return q.bpw
+def fused_rows() -> list[Quant]:
+    """The ONNX rows the fused decoder builder makes (those with a ``fused_plan``)."""
+    return [q for q in rows("onnx", export=True) if q.fused_plan is not None]
+
+
+def onnx_scheme(q: Quant, *, decoder: bool, int8_mode: str = "auto") -> str:
+    """The traced path's onnxruntime pass for row ``q``: its ``encoder_scheme`` for encoders and classifiers
+    (and wherever ``int8_mode="dynamic"`` forces it), else its ``scheme``."""
+    if q.encoder_scheme and (int8_mode == "dynamic" or (int8_mode == "auto" and not decoder)):
+        return q.encoder_scheme
+    return q.scheme or "none"
 
 
 def help_text(format: str) -> str:

@@ -15,10 +15,8 @@ has a sound header whose tensors fit in the file.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,13 +25,11 @@ from edgekit.errors import ConfigError, MissingDependencyError, SourceError, Uns
 from edgekit.fileio import sha256_files
 from edgekit.manifest import SourceInfo
 from edgekit.names import TASK_CHOICES, TASKS
+from edgekit.safetensors_io import check_safetensors, count_params, read_header  # noqa: F401  (re-exported)
+from edgekit.translate import translated
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_SAFETENSORS_DTYPES = {
-    "F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "BOOL", "U16", "U32", "U64",
-    "F8_E4M3", "F8_E5M2", "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2", "C64",
-}
 
 
 @dataclass
@@ -46,6 +42,8 @@ class ResolvedSource:
     info: SourceInfo
     pickle_weights: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # each safetensors file's checked header and its length (safetensors_io.read_header), read once here
+    headers: dict[Path, tuple[int, dict[str, Any]]] = field(default_factory=dict, repr=False)
 
     @property
     def model_type(self) -> str:
@@ -90,9 +88,7 @@ def resolve_source(
             "convert them to safetensors or pass allow_pickle=True if you trust the source",
             param="allow_pickle",
         )
-    if not pickled:
-        for w in weights:
-            check_safetensors(w)
+    headers = {} if pickled else {w: read_header(w) for w in weights}  # checked; kept for the exporters
     info = SourceInfo(
         kind="hub" if hub_id else "local",
         path=None if hub_id else str(path),
@@ -100,7 +96,8 @@ def resolve_source(
         revision=revision if hub_id else None,
         weights_sha256=sha256_files(weights) if hash_weights else "",
     )
-    return ResolvedSource(path=path, config=config, weight_files=weights, info=info, pickle_weights=pickled)
+    return ResolvedSource(path=path, config=config, weight_files=weights, info=info, pickle_weights=pickled,
+                          headers=headers)
 
 
 def _looks_like_hub_id(text: str) -> bool:
@@ -117,15 +114,12 @@ def _fetch_from_hub(repo_id: str, revision: str | None) -> Path:
         from huggingface_hub import snapshot_download
     except ImportError as exc:
         raise MissingDependencyError("huggingface_hub (to fetch hub ids)", "export") from exc
-    try:
+    with translated("huggingface_hub", "fetch", repo_id=repo_id):  # huggingface_hub raises many types
         folder = snapshot_download(
             repo_id,
             revision=revision,
             allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"],
         )
-    except Exception as exc:  # huggingface_hub raises many types: translate at the boundary
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SourceError(f"{repo_id} is not a local folder and could not be fetched from the hub: {reason}") from exc
     return Path(folder)
 
 
@@ -151,52 +145,6 @@ def find_weights(path: Path) -> tuple[list[Path], bool]:
     if pickles:
         return pickles, True
     raise SourceError(f"{path} has no model weights (*.safetensors): the folder is incomplete")
-
-
-def check_safetensors(path: Path) -> dict[str, Any]:
-    """Check a safetensors header and that every tensor lies inside the file; return the header."""
-    size = path.stat().st_size
-    bad = f"{path.name} is not a valid safetensors file"
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(8)
-            if len(raw) < 8:
-                raise SourceError(f"{bad} (only {size} bytes): re-download or re-save the model")
-            (n,) = struct.unpack("<Q", raw)
-            if n <= 1 or 8 + n > size or n > 100 << 20:
-                raise SourceError(f"{bad} (header length {n} does not fit in {size} bytes): re-download or re-save the model")
-            header = json.loads(fh.read(n))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SourceError(f"{bad} (header is not JSON): re-download or re-save the model") from exc
-    if not isinstance(header, dict):
-        raise SourceError(f"{bad} (header is not a table): re-download or re-save the model")
-    data_len = size - 8 - n
-    for name, meta in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype = meta["dtype"]
-            start, end = meta["data_offsets"]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SourceError(f"{bad} (tensor '{name}' has no dtype/offsets): re-download or re-save the model") from exc
-        if dtype not in _SAFETENSORS_DTYPES:
-            raise SourceError(f"{bad} (tensor '{name}' has unknown dtype {dtype!r}): re-download or re-save the model")
-        if not (0 <= start <= end <= data_len):
-            raise SourceError(
-                f"{bad} (tensor '{name}' ends at byte {end} but the file holds {data_len} bytes of data: "
-                "truncated?): re-download or re-save the model"
-            )
-    return header
-
-
-def count_params(weight_files: list[Path]) -> int:
-    """Number of parameters, from the safetensors headers (no tensor is read)."""
-    total = 0
-    for path in weight_files:
-        for name, meta in check_safetensors(path).items():
-            if name != "__metadata__":
-                total += math.prod(meta.get("shape") or [1])
-    return total
 
 
 def infer_task(config: dict[str, Any]) -> str:

@@ -80,34 +80,58 @@ def make_wordpiece_tokenizer(folder: Path, vocab_size: int = 400) -> int:
     return tok.get_vocab_size()
 
 
-def make_tiny_decoder(folder: Path, arch: str = "llama", *, seed: int = 0, safetensors: bool = True, kv_heads: int = 2) -> Path:
-    """A 2-layer random decoder (llama or qwen2; 4 query heads, ``kv_heads`` key/value heads) with a real BPE tokenizer."""
+# Settings of the tiny decoders beyond the shape every one shares, per family (rows of edgekit.families).
+DECODER_SETTINGS = {
+    "llama": dict(rms_norm_eps=1e-5, rope_theta=10000.0),
+    "qwen2": dict(rms_norm_eps=1e-6, rope_theta=1000000.0, use_sliding_window=False),
+}
+
+
+def save_tiny_decoder(folder: Path, model_type: str, vocab: int, *, seed: int = 0, safetensors: bool = True,
+                      init_all: bool = False, **settings) -> Path:
+    """Save a 2-layer random decoder of a registered family (4 query heads, 2 key/value heads unless ``settings``
+    say otherwise) in ``folder``, which holds its tokenizer already.
+
+    The family's row says what its tiny model must carry: whether the output layer is the embedding when the
+    config does not say (``tied_default``) and, with ``init_all``, how norms apply their weight
+    (``norm_plus_one``: weights near 0, else near 1), so that a wrong convention shows in the logits.
+    """
     import torch
     import transformers
 
-    vocab = make_bpe_tokenizer(folder)
+    from edgekit import families
+
+    family = families.FAMILIES[model_type]
     common = dict(
         vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=kv_heads, max_position_embeddings=256, bos_token_id=1, eos_token_id=2, pad_token_id=2,
-        tie_word_embeddings=False,
+        num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+        tie_word_embeddings=family.tied_default,
     )
-    if arch == "llama":
-        config = transformers.LlamaConfig(**common, rms_norm_eps=1e-5, rope_theta=10000.0)
-        cls = transformers.LlamaForCausalLM
-    elif arch == "qwen2":
-        config = transformers.Qwen2Config(**common, rms_norm_eps=1e-6, rope_theta=1000000.0, use_sliding_window=False)
-        cls = transformers.Qwen2ForCausalLM
-    else:
-        raise ValueError(arch)
+    config = transformers.AutoConfig.for_model(model_type, **{**common, **settings})
     torch.manual_seed(seed)
-    model = cls(config).eval()
+    model = transformers.AutoModelForCausalLM.from_config(config).eval()
     with torch.no_grad():  # larger random weights than the default init, so distributions are not flat
-        for p in model.parameters():
+        for name, p in model.named_parameters():
             if p.dim() == 2:
                 p.normal_(0.0, 0.08)
+            elif not init_all:
+                continue
+            elif "norm" in name:  # non-trivial norm weights, so a wrong norm convention shows
+                p.uniform_(-0.5, 0.5) if family.norm_plus_one else p.uniform_(0.5, 1.5)
+            else:
+                p.normal_(0.0, 0.05)
     model.generation_config.eos_token_id = 2
     model.save_pretrained(folder, safe_serialization=safetensors)
     return folder
+
+
+def make_tiny_decoder(folder: Path, arch: str = "llama", *, seed: int = 0, safetensors: bool = True, kv_heads: int = 2) -> Path:
+    """A 2-layer random decoder (llama or qwen2; 4 query heads, ``kv_heads`` key/value heads) with a real BPE tokenizer."""
+    if arch not in DECODER_SETTINGS:
+        raise ValueError(arch)
+    vocab = make_bpe_tokenizer(folder)
+    return save_tiny_decoder(folder, arch, vocab, seed=seed, safetensors=safetensors, num_key_value_heads=kv_heads,
+                             **DECODER_SETTINGS[arch])
 
 
 def make_tiny_bert(folder: Path, *, classifier: bool = False, seed: int = 0) -> Path:

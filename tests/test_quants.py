@@ -119,3 +119,91 @@ def test_onnx_export_takes_quant_and_the_cli_both_flags(tmp_path):
     for flag in ("--quant", "--quantize", "-q"):
         run = _cli("export", "onnx", tmp_path / "nope", "-o", tmp_path / "out", flag, "int8")
         assert isinstance(run.exception, SourceError), (flag, run.output)
+
+
+FAKE_NBITS = quants.Quant(
+    "int8x", "onnx", 8, 9.5, "a test block-wise precision", scheme="matmul_nbits", encoder_scheme="float16",
+    fused_plan={"default_bits": 8, "head_bits": 8, "embed_bits": 8, "block": 64},
+    traced_bounds={"kl_mean": 0.3, "kl_max": 3.0, "top1": 0.7})
+
+
+@pytest.fixture
+def fake_onnx_row(monkeypatch):
+    monkeypatch.setattr(quants, "QUANTS", {**quants.QUANTS, FAKE_NBITS.name: FAKE_NBITS})
+    monkeypatch.setitem(quality.DEFAULT_THRESHOLDS["decoder"], FAKE_NBITS.name, FAKE_BOUNDS)
+
+
+def test_a_new_onnx_row_is_dispatched_by_its_fields(fake_onnx_row, tiny_llama):
+    """The ONNX exporters read a row's scheme, fused plan and traced bounds: no name is compared."""
+    from edgekit.exporters.onnx import _traced_bounds, _use_fused
+    from edgekit.exporters.onnx_fused.export import default_plan
+    from edgekit.sources import resolve_source
+
+    assert quants.export_quant("onnx", "int8x") is FAKE_NBITS and "int8x" in quants.choices("onnx")
+    plan = default_plan("int8x")
+    assert (plan.default_bits, plan.block, plan.head_bits) == (8, 64, 8)
+    assert quants.onnx_scheme(FAKE_NBITS, decoder=True) == "matmul_nbits"
+    assert quants.onnx_scheme(FAKE_NBITS, decoder=False) == "float16"
+    assert quants.onnx_scheme(FAKE_NBITS, decoder=True, int8_mode="dynamic") == "float16"
+    assert _traced_bounds("decoder", "int8x", {"top1": 0.5}) == {"kl_mean": 0.3, "kl_max": 3.0, "top1": 0.5}
+    assert _traced_bounds("encoder", "int8x", None) is None
+    src = resolve_source(tiny_llama)
+    assert _use_fused(src, "text-generation", "auto", "int8x", None, True, "auto")
+    # a row without a fused plan goes the traced way (auto) or is refused (fused), naming what the builder makes
+    assert not _use_fused(src, "text-generation", "auto", "fp16", None, True, "auto")
+    with pytest.raises(Exception, match="it makes fp32, int8, int4, int8x, not fp16") as info:
+        _use_fused(src, "text-generation", "fused", "fp16", None, True, "auto")
+    assert info.value.params == ("via",)
+    with pytest.raises(ConfigError, match="makes fp32, int8, int4, int8x, not fp16") as info:
+        default_plan("fp16")
+    assert info.value.params == ("via",)
+
+
+def test_a_new_onnx_row_reaches_the_quantizer(fake_onnx_row, tmp_path):
+    """onnx_quant.quantize runs the pass the row's scheme names with the row's bits (a real MatMul model)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekit.exporters.onnx_quant import quantize
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+                               helper.make_node("Relu", ["h"], ["y"], name="relu")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], [w])
+    src = tmp_path / "m.onnx"
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    tool, params = quantize(src, tmp_path / "q.onnx", "int8x", decoder=True)
+    assert tool == "matmul_nbits" and params["bits"] == 8
+    assert [n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node][0] == "MatMulNBits"
+    tool, _ = quantize(src, tmp_path / "h.onnx", FAKE_NBITS, decoder=False)
+    assert tool == "float16"
+    with pytest.raises(ConfigError, match="unknown quantization 'int3'") as info:
+        quantize(src, tmp_path / "x.onnx", "int3")
+    assert info.value.params == ("quant",)
+
+
+def test_user_fixable_export_options_are_config_errors_naming_the_parameter(tiny_llama, tmp_path):
+    """A value the user passed that is wrong for this option is a ConfigError (exit 2) with ``param``; a failure
+    while doing the work stays an ExportError."""
+    from edgekit.exporters.gguf import export_gguf
+    from edgekit.exporters.gguf.convert import convert
+    from edgekit.exporters.gguf.quant import quantize
+    from edgekit.exporters.onnx import export_onnx
+    from edgekit.sources import resolve_source
+
+    cases = [
+        (lambda: quantize(tmp_path / "a.gguf", tmp_path / "b.gguf", "f16"), "f16 is written by the converter", "quant"),
+        (lambda: convert(resolve_source(tiny_llama), tmp_path / "c.gguf", "q8_0"),
+         "the converter writes f32, f16, bf16, not 'q8_0'", "quant"),
+        (lambda: export_gguf(tiny_llama, tmp_path / "d", threads=0), "threads must be", "threads"),
+        (lambda: export_onnx(tiny_llama, tmp_path / "e", int8_mode="fast"), "unknown int8 mode", "int8_mode"),
+        (lambda: export_onnx(tiny_llama, tmp_path / "f", via="somehow"), "unknown export path", "via"),
+        (lambda: quants.export_quant("gguf", "q9"), "unknown GGUF quantization", "quant"),
+        (lambda: quants.get("q4_k").llama_ftype(), "not a llama.cpp file type", "quant"),
+    ]
+    for call, words, param in cases:
+        with pytest.raises(ConfigError, match=words) as info:
+            call()
+        assert info.value.params == (param,), words

@@ -1,10 +1,23 @@
 """Exporters: Hugging Face checkpoints to ONNX and GGUF artifacts, each checked by the quality gate.
 
-These modules may import torch, transformers and optimum (inside functions);
-nothing on the runtime side imports them. The two exporters share
-:mod:`edgekit.artifact` and :mod:`edgekit.quality` and never import each other;
-:func:`gate_artifact` here re-gates an artifact of either format, importing its
-exporter only when asked.
+* :mod:`.onnx`: ``export_onnx`` / ``gate_onnx``, the ONNX entry point. It hands decoders of the families
+  :mod:`.onnx_fused` covers to that builder (one fused graph written from the safetensors, quantized in
+  numpy) and traces the rest with optimum-onnx (:mod:`.onnx_graph` rewrites, :mod:`.onnx_quant`
+  quantization with onnxruntime's tools).
+* :mod:`.gguf`: ``export_gguf`` / ``gate_gguf``: the safetensors -> GGUF converter, vocabulary, llama.cpp quantizer.
+* here: :func:`gate_artifact` re-gates an artifact of either format, importing its exporter only when asked.
+
+These modules may import torch, transformers and optimum (inside functions); nothing on the runtime side
+imports them. Both exporters build on :mod:`edgekit.artifact`, :mod:`edgekit.quality` and the core leaves.
+The two exporters never import each other: both read the family registry (:mod:`edgekit.families`: which
+model types, llama.cpp architecture, tensor names, rope support per exporter, the config's shape) and the
+safetensors reader (:mod:`edgekit.safetensors_io`).
+
+The one seam to the runtimes (``tests/test_layout.py``, ``SEAMS``): the gate runs the artifact it just wrote
+through :mod:`edgekit.runtimes` (``load``, ``onnx.open_onnx``, ``llamacpp.LlamaCppModel``), and the exporters
+read tokenizer files with the runtimes' own reader (``runtimes.tokenizer``: the tokenizer the gate's reference
+prompts are encoded with, the chat template a GGUF carries), so that both sides agree on them. The runtimes
+never import exporters.
 """
 
 from __future__ import annotations

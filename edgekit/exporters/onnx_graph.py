@@ -207,12 +207,12 @@ def optimize_decoder(path: Path, n_heads: int | None, n_kv_heads: int | None, he
     """Apply the decoder rewrites to the model file at ``path`` in place; return what was done, for the manifest."""
     import onnx
 
-    from edgekit.errors import ExportError
     from edgekit.exporters.onnx_quant import model_files, needs_external_data, save_model
+    from edgekit.translate import translated
 
     if not _grouped(n_heads, n_kv_heads, head_dim):
         return []
-    try:
+    with translated("onnx", "rewrite"):
         model = onnx.load(str(path))
         n = share_kv_heads(model, n_heads or 0, n_kv_heads or 0, head_dim or 0)
         if not n:
@@ -226,11 +226,4 @@ def optimize_decoder(path: Path, n_heads: int | None, n_kv_heads: int | None, he
         for f in tmp.iterdir():
             f.replace(path.parent / f.name)
         tmp.rmdir()
-    except (MemoryError, KeyboardInterrupt):
-        raise
-    except Exception as exc:  # onnx raises many types; translate at the boundary
-        raise ExportError(
-            f"the attention graph rewrite failed ({type(exc).__name__}: {str(exc)[:200]}): export with optimize=False",
-            param="optimize",
-        ) from exc
     return [f"share_kv_heads: {n} attention blocks read the KV cache in place of repeat_kv copies"]

@@ -28,7 +28,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import ExportError, MissingDependencyError
+from edgekit import quants
+from edgekit.errors import ConfigError, MissingDependencyError
+from edgekit.quants import Quant
+from edgekit.translate import translated
 
 TWO_GB = 2 * 1024**3
 
@@ -119,38 +122,55 @@ def _nbits(src: Path, out: Path, external: bool, bits: int, symmetric: bool) -> 
     return "matmul_nbits", params
 
 
-def quantize(src: Path, out: Path, method: str, *, decoder: bool = False, int8_mode: str = "auto") -> tuple[str, dict[str, Any]]:
+def quantize(src: Path, out: Path, method: str | Quant, *, decoder: bool = False,
+             int8_mode: str = "auto") -> tuple[str, dict[str, Any]]:
     """Write the ``method`` quantization of ``src`` to ``out``; return (onnxruntime tool used, its parameters).
 
-    ``method``: the name of an ONNX row of :mod:`edgekit.quants` that needs a quantizer pass (int8, int4, fp16).
+    ``method``: an ONNX row of :mod:`edgekit.quants` (or its name) that needs a quantizer pass; its
+    ``scheme`` (``encoder_scheme`` for encoders, :func:`edgekit.quants.onnx_scheme`) picks the pass.
     """
+    q = method if isinstance(method, Quant) else quants.get(method)
+    if q is None or q.format != "onnx":
+        raise ConfigError(f"unknown quantization {method!r}: use one of {', '.join(quants.choices('onnx'))}",
+                          param="quant")
+    scheme = quants.onnx_scheme(q, decoder=decoder, int8_mode=int8_mode)
+    if scheme not in _SCHEMES:
+        raise ConfigError(f"{q.name} has no onnxruntime quantizer pass (scheme {scheme!r})", param="quant")
     try:
-        import onnx
-        import onnxruntime.quantization as ortq
+        import onnx  # noqa: F401
+        import onnxruntime.quantization  # noqa: F401
     except ImportError as exc:
         raise MissingDependencyError("onnx (for quantization)", "export") from exc
     external = needs_external_data(src)
     logging.getLogger("onnxruntime.quantization").setLevel(logging.ERROR)
-    try:
-        if method == "int8" and (int8_mode == "dynamic" or (int8_mode == "auto" and not decoder)):
-            ortq.quantize_dynamic(
-                _load_for_quantization(src), str(out), per_channel=True, reduce_range=False, weight_type=ortq.QuantType.QInt8,
-                use_external_data_format=external,
-            )
-            return "quantize_dynamic", {"weight_type": "int8", "per_channel": True, "activations": "dynamic per tensor"}
-        if method == "int8" or method == "int4":
-            return _nbits(src, out, external, bits=8 if method == "int8" else 4, symmetric=method == "int8")
-        if method == "fp16":
-            from onnxruntime.transformers.float16 import convert_float_to_float16
+    with translated("onnx", "quantize", method=q.name):
+        return _SCHEMES[scheme](src, out, external, q)
 
-            model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
-            save_model(model, out, external)
-            return "float16", {"keep_io_types": True}
-    except (MemoryError, KeyboardInterrupt):
-        raise
-    except Exception as exc:  # onnx/onnxruntime raise many types; translate at the boundary
-        raise ExportError(f"{method} quantization failed: {type(exc).__name__}: {str(exc)[:300]}") from exc
-    raise ValueError(f"unknown quantization {method!r}")
+
+def _dynamic(src: Path, out: Path, external: bool, q: Quant) -> tuple[str, dict[str, Any]]:
+    import onnxruntime.quantization as ortq
+
+    ortq.quantize_dynamic(
+        _load_for_quantization(src), str(out), per_channel=True, reduce_range=False, weight_type=ortq.QuantType.QInt8,
+        use_external_data_format=external,
+    )
+    return "quantize_dynamic", {"weight_type": "int8", "per_channel": True, "activations": "dynamic per tensor"}
+
+
+def _matmul_nbits(src: Path, out: Path, external: bool, q: Quant) -> tuple[str, dict[str, Any]]:
+    return _nbits(src, out, external, bits=int(q.bits), symmetric=q.symmetric)
+
+
+def _float16(src: Path, out: Path, external: bool, q: Quant) -> tuple[str, dict[str, Any]]:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    save_model(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), out, external)
+    return "float16", {"keep_io_types": True}
+
+
+# a row's ``scheme`` -> the pass that makes it (``none``: the tracer's own output, no pass)
+_SCHEMES = {"quantize_dynamic": _dynamic, "matmul_nbits": _matmul_nbits, "float16": _float16}
 
 
 def model_files(model_path: Path) -> list[Path]:

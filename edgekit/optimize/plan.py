@@ -26,6 +26,7 @@ from pathlib import Path
 
 from edgekit import quants
 from edgekit.errors import ConfigError, SourceError, UnsupportedModelError
+from edgekit.families import read_shape
 from edgekit.fileio import sha256_files
 from edgekit.names import BACKEND_OF_FORMAT, FORMATS
 from edgekit.optimize.schema import CandidateRecord, Constraints, PlanEstimate
@@ -74,27 +75,18 @@ def source_facts(src: ResolvedSource, context: int | None) -> SourceFacts:
                                     param="source")
     if src.pickle_weights:
         raise SourceError(f"{src.path.name} has pickle weights: optimize reads safetensors only", param="source")
-    cfg = src.config.get("text_config") if isinstance(src.config.get("text_config"), dict) else src.config
-
-    def num(*keys):
-        for k in keys:
-            if isinstance(cfg.get(k), int) and cfg[k] > 0:
-                return cfg[k]
-        return None
-
-    hidden, heads = num("hidden_size", "n_embd"), num("num_attention_heads", "n_head")
-    model_ctx = num("max_position_embeddings", "n_positions") or MAX_CONTEXT
+    shape = read_shape(src.config)
+    model_ctx = shape.context or MAX_CONTEXT
     if context is not None and (not isinstance(context, int) or isinstance(context, bool) or context < 2):
         raise ConfigError(f"context must be an integer >= 2, got {context!r}", param="context")
-    vocab = num("vocab_size") or 0
+    vocab = shape.vocab or 0
     small = sorted(p for p in src.path.iterdir() if p.is_file() and p.suffix in SOURCE_SUFFIXES
                    and not p.name.startswith("."))
     digest = hashlib.sha256((src.info.weights_sha256 + sha256_files(small)).encode()).hexdigest()
     return SourceFacts(
-        n_params=count_params(src.weight_files), layers=num("num_hidden_layers", "n_layer"), heads=heads,
-        kv_heads=num("num_key_value_heads") or heads,
-        head_dim=num("head_dim") or (hidden // heads if hidden and heads else None),
-        context=context or min(model_ctx, MAX_CONTEXT), embedding_params=vocab * (hidden or 0),
+        n_params=count_params(src.weight_files), layers=shape.n_layers, heads=shape.n_heads,
+        kv_heads=shape.n_kv_heads, head_dim=shape.head_dim,
+        context=context or min(model_ctx, MAX_CONTEXT), embedding_params=vocab * (shape.hidden or 0),
         tied=bool(src.config.get("tie_word_embeddings", True)), digest=digest,
     )
 

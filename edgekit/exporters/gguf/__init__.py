@@ -15,7 +15,7 @@ destination:
 4. the manifest (format ``gguf``) is written and the folder renamed into place.
 
 A failed gate raises :class:`QualityGateError` and leaves nothing at ``out``.
-Architectures without a spec can be converted by llama.cpp's own
+Families without a row in :mod:`edgekit.families` can be converted by llama.cpp's own
 ``convert_hf_to_gguf.py`` (``llama_cpp_converter=`` or ``$EDGEKIT_LLAMA_CPP_CONVERTER``);
 quantization and the gate stay the same.
 """
@@ -24,13 +24,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from edgekit import quants
 from edgekit.artifact import Artifact
 from edgekit.errors import ConfigError, UnsupportedModelError
+from edgekit.exporters.context import ExportContext
 from edgekit.exporters.gguf.quant import quantize
 from edgekit.fileio import check_output_path, staged_artifact
 from edgekit.manifest import (
@@ -38,7 +41,6 @@ from edgekit.manifest import (
     Manifest,
     Quantization,
     list_files,
-    model_info_from_folder,
     now_iso,
     package_versions,
     write_manifest,
@@ -57,7 +59,7 @@ from edgekit.quality import (
     thresholds_for,
 )
 from edgekit.runtimes.llamacpp import default_threads
-from edgekit.sources import count_params, infer_task, resolve_source
+from edgekit.sources import infer_task, resolve_source
 from edgekit.version import __version__
 
 __all__ = ["export_gguf", "gate_gguf", "Artifact"]
@@ -89,7 +91,8 @@ def _open_for_gate(path: Path, prompts: list[str], threads: int | None):
     finally:
         probe.close()
     if trained and need > trained:
-        raise ConfigError(f"a gate prompt is {need - 1} tokens, longer than the model's context of {trained}")
+        raise ConfigError(f"a gate prompt is {need - 1} tokens, longer than the model's context of {trained}",
+                          param="prompts")
     context = max(need, min(GATE_CONTEXT, trained or GATE_CONTEXT))
     llama_cpp_module("GGUF export")
     return LlamaCppModel(path, threads=threads, context=context, logits_all=True)
@@ -117,7 +120,7 @@ def _torch_threads(n: int):
 def _reference(src, prompts: list[str], model, allow_pickle: bool, threads: int | None, progress: Progress):
     tok = _LlamaTokenizer(model)
     ids = tuple(tuple(tok.encode(p)) for p in prompts)
-    config_digest = hashlib.sha256((src.path / "config.json").read_bytes()).hexdigest()
+    config_digest = hashlib.sha256(json.dumps(src.config, sort_keys=True).encode()).hexdigest()
     key = (src.info.weights_sha256 or str(src.path), config_digest, prompts_digest(prompts), ids)
     if key not in _REFERENCE_CACHE:
         with _torch_threads(threads or default_threads()):
@@ -165,83 +168,110 @@ def export_gguf(
     path of the converted (f32/f16/bf16) GGUF before it is gated and quantized, for custom edits; the gate
     checks its result like everything else.
     """
-    from edgekit.exporters.gguf.archs import spec_for
-    from edgekit.exporters.gguf.convert import convert, convert_with_llama_cpp, find_converter
+    from edgekit.exporters.gguf.convert import find_converter
 
     progress = ensure(progress)
     q = quants.export_quant("gguf", quant)
     if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise ConfigError(f"threads must be an integer >= 1, got {threads!r}")
+        raise ConfigError(f"threads must be an integer >= 1, got {threads!r}", param="threads")
     out = check_output_path(out, force)
     prompt_list = load_prompts(prompts)
     limits = thresholds_for("decoder", q.name, thresholds)
-    f16_limits = thresholds_for("decoder", "f16")
     converter = find_converter(llama_cpp_converter)
-    src = resolve_source(source, allow_pickle=allow_pickle)
-    if infer_task(src.config) != "text-generation":
+    ctx = ExportContext(resolve_source(source, allow_pickle=allow_pickle), q, prompt_list, thresholds)
+    if infer_task(ctx.config) != "text-generation":
         raise UnsupportedModelError(
-            f"{src.path.name} is a {infer_task(src.config)} model; GGUF export is for text-generation decoders"
+            f"{ctx.path.name} is a {infer_task(ctx.config)} model; GGUF export is for text-generation decoders"
         )
     if converter is None:
-        spec_for(src.config)
-    n_params = count_params(src.weight_files) if not src.pickle_weights else None
-    info = model_info_from_folder(src.path, "text-generation", n_params=n_params)
-    model_file = f"model-{q.name}.gguf"
-    intermediate = q.name if q.direct else "f16"
-
+        ctx.family("gguf")
+    opts = _GgufOptions(run_gate, allow_pickle, threads, converter, postprocess)
     with staged_artifact(out, force, progress) as stage:
-        work = stage / ".work"
-        work.mkdir()
-        conv_path = work / f"model-{intermediate}.gguf"
-        if converter is not None:
-            result = convert_with_llama_cpp(converter, src, conv_path, intermediate, progress=progress)
-        else:
-            result = convert(src, conv_path, intermediate, progress=progress)
-        if postprocess is not None:
-            postprocess(conv_path)
-        params = {
-            "ftype": q.name.upper(), "llama_ftype": int(q.llama_ftype()),
-            "converter": "edgekit" if converter is None else converter.name,
-            "gguf_arch": result.gguf_arch, "tokenizer": result.vocab_model, "tokenizer_pre": result.pre,
-        }
-        gates: list[GateReport] = []
-        reference = None
-        if run_gate and not q.direct:
-            report, reference = _gate_file(conv_path, prompt_list, "f16", f16_limits, None, src,
-                                           allow_pickle, threads, progress)
-            gates.append(report)
-            raise_if_failed(report, f"{report.precision} GGUF")
-        if q.direct:
-            os.replace(conv_path, stage / model_file)
-            params["intermediate"] = None
-        else:
-            with progress.step(f"quantize: {q.name} with llama.cpp (llama_model_quantize)"):
-                params.update(quantize(conv_path, stage / model_file, q.name, threads=threads))
-            conv_path.unlink()
-        work.rmdir()
-        if run_gate:
-            report, reference = _gate_file(stage / model_file, prompt_list, q.name, limits, reference, src,
-                                           allow_pickle, threads, progress)
-            gates.append(report)
-            raise_if_failed(report, f"{report.precision} GGUF")
-
-        manifest = Manifest(
-            format="gguf",
-            task="text-generation",
-            precision=q.name,
-            quantization=Quantization(method="llama.cpp" if not q.direct else "none", params=params),
-            model_file=model_file,
-            model=info,
-            source=src.info,
-            files=list_files(stage),
-            versions={"edgekit": __version__, **package_versions(
-                "gguf", "llama_cpp_python", "torch", "transformers", "tokenizers", "safetensors")},
-            gate=gates[-1] if gates else skipped_report("decoder", prompt_list),
-            stage_gates=gates[:-1],
-            created_at=now_iso(),
-        )
+        model_file, params, gates = _convert_quantize_gate(ctx, stage, limits, opts, progress)
+        manifest = _manifest(ctx, stage, model_file, params, gates)
         write_manifest(stage, manifest)
     return Artifact(out, manifest)
+
+
+@dataclass
+class _GgufOptions:
+    run_gate: bool
+    allow_pickle: bool
+    threads: int | None
+    converter: Path | None
+    postprocess: Callable[[Path], None] | None
+
+
+def _convert_quantize_gate(ctx: ExportContext, stage: Path, limits: dict, opts: _GgufOptions, progress: Progress):
+    """Convert (to the row's own type, or f16 for llama.cpp's quantizer), gate the f16, quantize, gate the result:
+    (model file name, the manifest's quantization params, the gate reports)."""
+    q = ctx.quant
+    model_file = f"model-{q.name}.gguf"
+    work = stage / ".work"
+    work.mkdir()
+    conv_path, converted = _convert_step(ctx, work, q.name if q.direct else "f16", opts, progress)
+    params = {"ftype": q.name.upper(), "llama_ftype": int(q.llama_ftype()), **converted}
+    gates: list[GateReport] = []
+    reference = None
+    if opts.run_gate and not q.direct:
+        reference = _gate_step(ctx, conv_path, "f16", thresholds_for("decoder", "f16"), None, gates, opts, progress)
+    if q.direct:
+        os.replace(conv_path, stage / model_file)
+        params["intermediate"] = None
+    else:
+        with progress.step(f"quantize: {q.name} with llama.cpp (llama_model_quantize)"):
+            params.update(quantize(conv_path, stage / model_file, q.name, threads=opts.threads))
+        conv_path.unlink()
+    work.rmdir()
+    if opts.run_gate:
+        _gate_step(ctx, stage / model_file, q.name, limits, reference, gates, opts, progress)
+    return model_file, params, gates
+
+
+def _convert_step(ctx: ExportContext, work: Path, out_type: str, opts: _GgufOptions,
+                  progress: Progress) -> tuple[Path, dict]:
+    """The converted GGUF (edgekit's converter, or llama.cpp's), after the user's postprocess; and what the
+    manifest records of the conversion."""
+    from edgekit.exporters.gguf.convert import convert, convert_with_llama_cpp
+
+    conv_path = work / f"model-{out_type}.gguf"
+    if opts.converter is not None:
+        result = convert_with_llama_cpp(opts.converter, ctx.source, conv_path, out_type, progress=progress)
+    else:
+        result = convert(ctx.source, conv_path, out_type, progress=progress, ctx=ctx)
+    if opts.postprocess is not None:
+        opts.postprocess(conv_path)
+    return conv_path, {
+        "converter": "edgekit" if opts.converter is None else opts.converter.name,
+        "gguf_arch": result.gguf_arch, "tokenizer": result.vocab_model, "tokenizer_pre": result.pre,
+    }
+
+
+def _gate_step(ctx: ExportContext, path: Path, precision: str, limits: dict, reference, gates: list,
+               opts: _GgufOptions, progress: Progress):
+    report, reference = _gate_file(path, ctx.prompts, precision, limits, reference, ctx.source, opts.allow_pickle,
+                                   opts.threads, progress)
+    gates.append(report)
+    raise_if_failed(report, f"{report.precision} GGUF")
+    return reference
+
+
+def _manifest(ctx: ExportContext, stage: Path, model_file: str, params: dict, gates: list[GateReport]) -> Manifest:
+    return Manifest(
+        format="gguf",
+        task="text-generation",
+        precision=ctx.quant.name,
+        quantization=Quantization(method="llama.cpp" if not ctx.quant.direct else "none", params=params),
+        model_file=model_file,
+        model=ctx.info,
+        source=ctx.source.info,
+        files=list_files(stage),
+        versions={"edgekit": __version__, **package_versions(
+            "gguf", "llama_cpp_python", "torch", "transformers", "tokenizers", "safetensors")},
+        gate=gates[-1] if gates else skipped_report("decoder", ctx.prompts),
+        stage_gates=gates[:-1],
+        created_at=now_iso(),
+    )
 
 
 def gate_gguf(
@@ -258,7 +288,8 @@ def gate_gguf(
     progress = ensure(progress)
     art = Artifact.open(artifact)
     if art.manifest.format != "gguf":
-        raise ConfigError(f"{artifact} is a {art.manifest.format} artifact, not GGUF: use edgekit.gate_artifact")
+        raise ConfigError(f"{artifact} is a {art.manifest.format} artifact, not GGUF: use edgekit.gate_artifact",
+                          param="artifact")
     prompt_list = load_prompts(prompts)
     src = resolve_source(source, allow_pickle=allow_pickle)
     check_source_matches(art.manifest, src, artifact)  # before the reference model runs

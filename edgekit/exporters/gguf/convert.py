@@ -3,15 +3,10 @@
 The writer's explicit states are used in order: every tensor's name, shape and
 type is declared from the safetensors headers (no data read), then header,
 metadata and tensor infos are written, then each tensor is read, transformed
-(see :mod:`archs`), cast and written before the next one is touched.
-
-Tensors are read with positioned file reads rather than ``safetensors.safe_open``:
-``safe_open`` memory-maps the whole file, and every page it touches stays in
-the process's resident set until the file is closed, so converting a 540 MB
-SmolLM2 peaked at 545 MB RSS that way against 190 MB with plain reads
-(measured with ``ru_maxrss``). Plain casts are done in chunks, so the peak is
-about one output tensor plus a 16 MB buffer; tensors that need a layout change
-(q/k permutation) are read whole, one at a time.
+(see :mod:`archs`), cast and written before the next one is touched. The family
+(architecture, tensor names, tied default) is a row of :mod:`edgekit.families`; tensors are
+read with :mod:`edgekit.safetensors_io` (plain positioned reads: a 540 MB SmolLM2 converts
+at 190 MB RSS, against 545 MB through ``safetensors.safe_open``'s memory map).
 """
 
 from __future__ import annotations
@@ -22,29 +17,24 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from edgekit import quants
 from edgekit.errors import ConfigError, ExportError, MissingDependencyError, UnsupportedModelError
-from edgekit.exporters.gguf.archs import (
-    SKIP_SUFFIXES,
-    ArchSpec,
-    Shape,
-    llama3_rope_factors,
-    spec_for,
-    tensor_transform,
-    write_hparams,
-)
+from edgekit.exporters.gguf.archs import tensor_transform, write_hparams
 from edgekit.exporters.gguf.tokenizer_check import choose_settings
 from edgekit.exporters.gguf.vocab import Vocab, read_vocab
+from edgekit.families import SKIP_SUFFIXES, Family, Shape, TensorNames, family_for, llama3_rope_factors, shape_of
 from edgekit.progress import Progress, ensure
-from edgekit.sources import ResolvedSource, check_safetensors
+from edgekit.safetensors_io import TensorRef, read_tensor, scan_safetensors
+from edgekit.sources import ResolvedSource
+
+if TYPE_CHECKING:
+    from edgekit.exporters.context import ExportContext
 
 CONVERTER_ENV = "EDGEKIT_LLAMA_CPP_CONVERTER"
-_CHUNK = 4 << 20  # elements per read when casting without a layout change
-_SOURCE_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
-_TIED_DEFAULT = {"gemma": True, "gemma3_text": True}
 
 
 def _gguf():
@@ -53,22 +43,6 @@ def _gguf():
     except ImportError as exc:
         raise MissingDependencyError("gguf (gguf-py, for GGUF export)", "gguf") from exc
     return gguf
-
-
-@dataclass
-class TensorRef:
-    """Where one tensor's bytes are in a safetensors file."""
-
-    name: str
-    file: Path
-    dtype: str
-    shape: tuple[int, ...]
-    offset: int  # absolute byte offset of the data in the file
-    nbytes: int
-
-    @property
-    def n(self) -> int:
-        return math.prod(self.shape) if self.shape else 1
 
 
 @dataclass
@@ -97,86 +71,10 @@ class ConvertResult:
     seconds_tokenizer_check: float = 0.0
 
 
-def scan_safetensors(files: list[Path]) -> dict[str, TensorRef]:
-    """Every tensor of the checkpoint, from the headers only."""
-    refs: dict[str, TensorRef] = {}
-    for path in files:
-        header = check_safetensors(path)
-        with open(path, "rb") as fh:
-            header_len = int.from_bytes(fh.read(8), "little")
-        for name, meta in header.items():
-            if name == "__metadata__":
-                continue
-            start, end = meta["data_offsets"]
-            refs[name] = TensorRef(name, path, meta["dtype"], tuple(meta.get("shape") or ()), 8 + header_len + start, end - start)
-    return refs
-
-
-def _to_f32(raw: np.ndarray, dtype: str) -> np.ndarray:
-    if dtype == "BF16":
-        return (raw.astype(np.uint32) << 16).view(np.float32)
-    return raw.astype(np.float32, copy=False)
-
-
-def _f32_to_bf16(x: np.ndarray) -> np.ndarray:
-    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
-    rounded = bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))  # round to nearest even
-    return (rounded >> np.uint32(16)).astype(np.uint16)
-
-
-def _cast(x: np.ndarray, out: str, name: str) -> np.ndarray:
-    if out == "f32":
-        return x.astype(np.float32, copy=False)
-    if out == "bf16":
-        return _f32_to_bf16(x)
-    y = x.astype(np.float16)
-    if not np.isfinite(y).all() and np.isfinite(x).all():
-        raise ExportError(f"tensor {name} has values beyond the f16 range: export with quant=bf16 or f32",
-                          param="quant")
-    return y
-
-
-def read_tensor(ref: TensorRef, out: str, transform=None, fh=None) -> np.ndarray:
-    """Read one tensor and return it cast to ``out`` (f32/f16 as numpy, bf16 as uint16 bits)."""
-    src = _SOURCE_DTYPES.get(ref.dtype)
-    if src is None:
-        raise UnsupportedModelError(f"tensor {ref.name} is {ref.dtype}; GGUF export reads F32, F16 and BF16 weights")
-    own = fh is None
-    fh = fh or open(ref.file, "rb")
-    try:
-        fh.seek(ref.offset)
-        if transform is not None or out == "f32" and ref.dtype == "F32":
-            raw = np.empty(ref.n, dtype=src)
-            if fh.readinto(raw) != ref.nbytes:
-                raise ExportError(f"{ref.file.name}: tensor {ref.name} is truncated")
-            x = _to_f32(raw, ref.dtype).reshape(ref.shape)
-            del raw
-            if transform is not None:
-                x = transform(x)
-            return _cast(x, out, ref.name)
-        result = np.empty(ref.n, dtype=np.uint16 if out == "bf16" else np.float16 if out == "f16" else np.float32)
-        done = 0
-        while done < ref.n:
-            k = min(_CHUNK, ref.n - done)
-            raw = np.empty(k, dtype=src)
-            if fh.readinto(raw) != raw.nbytes:
-                raise ExportError(f"{ref.file.name}: tensor {ref.name} is truncated")
-            result[done:done + k] = _cast(_to_f32(raw, ref.dtype), out, ref.name)
-            done += k
-        return result.reshape(ref.shape)
-    finally:
-        if own:
-            fh.close()
-
-
-def _tied(cfg: dict[str, Any]) -> bool:
-    return bool(cfg.get("tie_word_embeddings", _TIED_DEFAULT.get(cfg.get("model_type"), False)))
-
-
-def plan_tensors(spec: ArchSpec, cfg: dict[str, Any], refs: dict[str, TensorRef], shape: Shape, out_type: str) -> list[PlannedTensor]:
+def plan_tensors(spec: Family, cfg: dict[str, Any], refs: dict[str, TensorRef], shape: Shape, out_type: str) -> list[PlannedTensor]:
     """Map every checkpoint tensor to its GGUF name, output type and layout change."""
     gguf = _gguf()
-    name_map = gguf.get_tensor_name_map(spec.arch, shape.n_layers)
+    name_map = TensorNames(spec, shape.n_layers)
     allowed = {gguf.TENSOR_NAMES[t] for t in gguf.MODEL_TENSORS[spec.arch]}
     has_output = "output" in allowed
     plan: list[PlannedTensor] = []
@@ -184,9 +82,9 @@ def plan_tensors(spec: ArchSpec, cfg: dict[str, Any], refs: dict[str, TensorRef]
     for name, ref in refs.items():
         if name.endswith(SKIP_SUFFIXES):
             continue
-        if name == "lm_head.weight" and (_tied(cfg) or not has_output):
+        if name == "lm_head.weight" and (spec.is_tied(cfg) or not has_output):
             continue
-        gname = name_map.get_name(name, try_suffixes=(".weight", ".bias"))
+        gname = name_map.get(name)
         base = gname.rsplit(".", 1)[0] if gname else None
         if gname is None or _template(base) not in allowed:
             unknown.append(name)
@@ -214,7 +112,7 @@ def _template(base: str) -> str:
     return ".".join(parts)
 
 
-def _write_metadata(writer, spec: ArchSpec, cfg: dict[str, Any], vocab: Vocab, out_type: str, name: str) -> Shape:
+def _write_metadata(writer, spec: Family, cfg: dict[str, Any], vocab: Vocab, out_type: str, name: str) -> Shape:
     gguf = _gguf()
     from edgekit.version import __version__
 
@@ -242,22 +140,24 @@ def convert(
     out_type: str = "f16",
     *,
     progress: Progress | None = None,
+    ctx: ExportContext | None = None,
 ) -> ConvertResult:
-    """Write ``src`` as a GGUF file at ``out_path`` with 2-D weights in ``out_type`` (f32, f16 or bf16)."""
+    """Write ``src`` as a GGUF file at ``out_path`` with 2-D weights in ``out_type`` (f32, f16 or bf16).
+
+    ``ctx``: the export's context, whose family row, tensor table and shape are used as they are."""
     import time
 
-    if out_type not in ("f32", "f16", "bf16"):
-        raise ConfigError(f"the converter writes f32, f16 or bf16, not {out_type!r}")
+    direct = [q.name for q in quants.rows("gguf", export=True) if q.direct]
+    if out_type not in direct:
+        raise ConfigError(f"the converter writes {', '.join(direct)}, not {out_type!r}", param="quant")
     gguf = _gguf()
     progress = ensure(progress)
     if src.pickle_weights:
         raise UnsupportedModelError("GGUF export streams safetensors weights; convert the pickle weights to safetensors first")
     cfg = src.config
-    spec = spec_for(cfg)
-    refs = scan_safetensors(src.weight_files)
-    from edgekit.exporters.gguf.archs import shape_of
-
-    shape = shape_of(cfg)
+    spec = ctx.family("gguf") if ctx is not None else family_for(cfg, "gguf")
+    refs = ctx.refs if ctx is not None else scan_safetensors(src.weight_files)
+    shape = ctx.shape if ctx is not None else shape_of(cfg)
     plan = plan_tensors(spec, cfg, refs, shape, out_type)
     embd = next(p for p in plan if p.gguf_name == "token_embd.weight")
     arch_name = gguf.MODEL_ARCH_NAMES[spec.arch]

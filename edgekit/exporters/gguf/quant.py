@@ -16,14 +16,14 @@ from pathlib import Path
 
 from edgekit import quants
 from edgekit.deps import llama_cpp_module
-from edgekit.errors import ExportError
+from edgekit.errors import ConfigError, ExportError
 
 
 def quantize(src: Path, dst: Path, quant: str, *, threads: int | None = None) -> dict:
     """Quantize the GGUF ``src`` to ``dst`` with llama.cpp; return the manifest's quantization params."""
     q = quants.export_quant("gguf", quant)
     if q.direct:
-        raise ExportError(f"{q.name} is written by the converter, not quantized")
+        raise ConfigError(f"{q.name} is written by the converter, not quantized", param="quant")
     lc = llama_cpp_module("GGUF export")
     params = lc.llama_model_quantize_default_params()
     params.ftype = int(q.llama_ftype())

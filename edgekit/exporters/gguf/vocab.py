@@ -19,6 +19,7 @@ from typing import Any
 
 from edgekit.errors import MissingDependencyError, UnsupportedModelError
 from edgekit.exporters.gguf.pretokenizer import has_step, pre_candidates, spm_adds_prefix
+from edgekit.translate import translated
 
 
 # Token types, as llama.cpp reads them (gguf.TokenType).
@@ -118,21 +119,15 @@ def clean_up_spaces(text: str) -> str:
 
 def _load_hf(folder: Path, tok_cfg: dict[str, Any]):
     if (folder / "tokenizer.json").is_file() and not {"add_bos_token", "add_eos_token"} & set(tok_cfg):
-        try:
+        with translated("tokenizers", "source", path=folder / "tokenizer.json"):
             return _TokenizersTokenizer(folder / "tokenizer.json", tok_cfg)
-        except Exception as exc:  # tokenizers raises a bare Exception on bad files
-            raise UnsupportedModelError(f"{folder}/tokenizer.json cannot be read ({str(exc)[:200]})") from exc
     try:
         from transformers import AutoTokenizer
     except ImportError as exc:
         raise MissingDependencyError("transformers (to read the tokenizer)", "export") from exc
-    try:
+    with translated("transformers", "tokenizer", folder=folder,
+                    need="GGUF export needs tokenizer.json or tokenizer.model"):
         tok = AutoTokenizer.from_pretrained(str(folder), use_fast=True, local_files_only=True)
-    except Exception as exc:  # transformers raises many types for missing/odd tokenizers
-        raise UnsupportedModelError(
-            f"{folder} has no tokenizer transformers can load ({type(exc).__name__}: {str(exc)[:200]}); "
-            "GGUF export needs tokenizer.json or tokenizer.model"
-        ) from exc
     if not getattr(tok, "is_fast", False):
         raise UnsupportedModelError(f"{folder}: the tokenizer has no fast (tokenizer.json) form, which GGUF export needs")
     return tok

@@ -1,6 +1,6 @@
 """Fused ONNX decoders written op by op from the safetensors (no torch, no tracing).
 
-* :mod:`specs`: which families are covered (tensor names shared with the GGUF converter's specs);
+* :mod:`specs`: the builder's refusals, activations and rope tables (families: :mod:`edgekit.families`);
 * :mod:`graph`: an ONNX graph writer that streams initializers to the external data file;
 * :mod:`build`: the decoder graph (GroupQueryAttention with a shared KV buffer, fused norms, packed projections);
 * :mod:`nbits`: block-wise int4/int8 quantization in numpy for MatMulNBits / GatherBlockQuantized;

@@ -25,17 +25,14 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgekit.errors import UnsupportedModelError
-from edgekit.exporters.gguf import archs
-from edgekit.exporters.gguf.convert import read_tensor, scan_safetensors
 from edgekit.exporters.onnx_fused import nbits
 from edgekit.exporters.onnx_fused.graph import MS, Graph
 from edgekit.exporters.onnx_fused.specs import (
-    FusedSpec,
     activation,
     attention_scale,
     fused_spec_for,
@@ -44,6 +41,11 @@ from edgekit.exporters.onnx_fused.specs import (
     logit_softcap,
     rope_tables,
 )
+from edgekit.families import SKIP_SUFFIXES, Family, TensorNames, shape_of
+from edgekit.safetensors_io import TensorRef, read_tensor, scan_safetensors
+
+if TYPE_CHECKING:
+    from edgekit.exporters.context import ExportContext
 
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
@@ -86,15 +88,13 @@ class BuildResult:
 class Weights:
     """The checkpoint's tensors by GGUF-style name (``blk.3.attn_q.weight``), read on demand as float32."""
 
-    def __init__(self, spec: FusedSpec, files: list[Path], n_layers: int):
-        import gguf
-
-        name_map = gguf.get_tensor_name_map(spec.gguf.arch, n_layers)
+    def __init__(self, spec: Family, files: list[Path], n_layers: int, refs: dict[str, TensorRef] | None = None):
+        name_map = TensorNames(spec, n_layers)
         self.refs = {}
-        for hf_name, ref in scan_safetensors(files).items():
-            if hf_name.endswith(archs.SKIP_SUFFIXES):
+        for hf_name, ref in (scan_safetensors(files) if refs is None else refs).items():
+            if hf_name.endswith(SKIP_SUFFIXES):
                 continue
-            name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+            name = name_map.get(hf_name)
             if name is None:
                 raise UnsupportedModelError(
                     f"tensor {hf_name} has no place in the fused {spec.name} decoder: a variant edgekit does not cover "
@@ -111,13 +111,15 @@ class Weights:
 
 
 class DecoderBuilder:
-    def __init__(self, folder: Path, files: list[Path], plan: QuantPlan, context: int | None = None):
-        self.config = json.loads((folder / "config.json").read_text())
-        self.spec = fused_spec_for(self.config)
-        self.shape = archs.shape_of(self.config)
+    def __init__(self, folder: Path, files: list[Path], plan: QuantPlan, context: int | None = None, *,
+                 ctx: ExportContext | None = None):
+        """``ctx``: the export's context, whose config, family, shape and tensor table are used as they are."""
+        self.config = ctx.config if ctx is not None else json.loads((folder / "config.json").read_text())
+        self.spec = ctx.family("onnx") if ctx is not None else fused_spec_for(self.config)
+        self.shape = ctx.shape if ctx is not None else shape_of(self.config)
         self.plan = plan
         self.context = int(context or self.shape.context)
-        self.w = Weights(self.spec, files, self.shape.n_layers)
+        self.w = Weights(self.spec, files, self.shape.n_layers, ctx.refs if ctx is not None else None)
         self.eps = float(self.config.get("rms_norm_eps", 1e-6))
         self.act = activation(self.config, self.spec)
         self.matrices: dict[str, int] = {}
@@ -182,109 +184,140 @@ class DecoderBuilder:
 
     # ------------------------------------------------------------ graph
     def build(self, out_dir: Path) -> BuildResult:
-        s, cfg, plan = self.shape, self.config, self.plan
+        """The whole graph, written to ``out_dir``: inputs, rotary tables, embedding, the layers, the head."""
+        s = self.shape
         g = Graph(out_dir / DATA_FILE)
         try:
             vocab = int(self.w.refs["token_embd.weight"].shape[0])
-            ids = g.input("input_ids", np.int64, ["batch_size", "sequence_length"])
-            mask = g.input("attention_mask", np.int64, ["batch_size", "total_sequence_length"])
-            seqlens = g.one("Cast", [g.one("Sub", [g.one("ReduceSum", [mask, g.const([1])], "seqlens/sum", keepdims=0),
-                                                 g.const(1)], "seqlens/sub")], "seqlens_k", to=6)
-            total = g.one("Cast", [g.one("Gather", [g.one("Shape", [mask], "total/shape"), g.const(1)], "total/get",
-                                         axis=0)], "total_sequence_length", to=6)
-            cos, sin = rope_tables(cfg, s, self.context)
-            rope = {False: (g.weight("rope.cos", cos), g.weight("rope.sin", sin))}
-            if local_rope(cfg):  # Gemma 3: the sliding-window layers rotate with their own base
-                cos, sin = rope_tables(cfg, s, self.context, local=True)
-                rope[True] = (g.weight("rope_local.cos", cos), g.weight("rope_local.sin", sin))
-            del cos, sin
-
-            tied = "output.weight" not in self.w.refs
-            head_bits = plan.head_bits if plan.default_bits else 0
-            embed = self.w.get("token_embd.weight")
-            head_q = None
-            if plan.default_bits and (tied or plan.embed_bits) and s.hidden % plan.block == 0:
-                bits = head_bits if tied else plan.embed_bits
-                # GatherBlockQuantized has no offsets: integer zero points for the embedding (8 bits: RTN is as good)
-                method = "rtn" if bits == 8 else "search" if plan.method == "minmax" else plan.method
-                qe = nbits.quantize(embed, bits, plan.block, method)
-                if tied:
-                    head_q = qe
-                if tied:  # one copy on disk: the output layer's blocks, reshaped for the Gather
-                    data = g.one("Reshape", [g.weight("output.qweight", qe.packed), g.const([vocab, -1])],
-                                 "embed/reshape")
-                else:
-                    data = g.weight("embed.qweight", qe.packed.reshape(vocab, -1))
-                h = g.one("GatherBlockQuantized", [data, ids, g.weight("embed.scales", qe.scales),
-                                                   g.weight("embed.zero_points", qe.zero_points)],
-                          "embed", domain=MS, bits=bits, block_size=plan.block, gather_axis=0, quantize_axis=1)
-                self.matrices["embed"] = bits
-            else:
-                h = g.one("Gather", [g.weight("embed.weight", embed), ids], "embed", axis=0)
-                self.matrices["embed"] = 0
-            if self.spec.embed_scale:
-                h = g.one("Mul", [h, g.const(math.sqrt(s.hidden), np.float32)], "embed/scale")
-            head_w = embed if tied else None
-            del embed
-
+            ids, seqlens, total = self._inputs(g)
+            rope = self._rope(g)
+            h, head_w, head_q, head_bits = self._embedding(g, ids, vocab)
             residual = h
             x = g.one("SimplifiedLayerNormalization", [h, g.weight("blk.0.attn_norm", self.norm_weight("blk.0.attn_norm.weight"))],
                       "blk.0.attn_norm", epsilon=self.eps, axis=-1, stash_type=1)
-            windows = layer_windows(cfg)
+            windows = layer_windows(self.config)
             for i in range(s.n_layers):
-                p = f"blk.{i}"
-                w, b = self.qkv(i)
-                qkv = self.linear(g, x, f"{p}.attn_qkv", w, b, plan.bits_for(f"{p}.attn_qkv"))
-                del w
-                qkv_in = [qkv, "", ""]
-                if self.w.has(f"{p}.attn_q_norm.weight"):  # Qwen3, Gemma 3: RMSNorm per head of q and k, pre-rotary
-                    q, k, v = g.op("Split", [qkv, g.const([s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim,
-                                                           s.n_kv_heads * s.head_dim])], f"{p}.qkv_split", outputs=3,
-                                   axis=-1)
-                    qkv_in = [self.head_norm(g, q, f"{p}.attn_q_norm"), self.head_norm(g, k, f"{p}.attn_k_norm"), v]
-                cos_name, sin_name = rope.get(windows[i] >= 0, rope[False])  # local tables for sliding layers
-                past_k = g.input(f"past_key_values.{i}.key", np.float32, ["batch_size", s.n_kv_heads, "past_sequence_length", s.head_dim])
-                past_v = g.input(f"past_key_values.{i}.value", np.float32, ["batch_size", s.n_kv_heads, "past_sequence_length", s.head_dim])
-                attn, _, _ = g.op("GroupQueryAttention",
-                                  [*qkv_in, past_k, past_v, seqlens, total, cos_name, sin_name],
-                                  f"{p}.attn", outputs=[f"{p}.attn/out0", f"present.{i}.key", f"present.{i}.value"],
-                                  domain=MS, num_heads=s.n_heads, kv_num_heads=s.n_kv_heads, do_rotary=1,
-                                  rotary_interleaved=0, scale=attention_scale(cfg, s), local_window_size=windows[i])
-                for t in ("key", "value"):
-                    g.output(f"present.{i}.{t}", np.float32, ["batch_size", s.n_kv_heads, "total_sequence_length", s.head_dim])
-                o = self.linear(g, attn, f"{p}.attn_output", self.w.get(f"{p}.attn_output.weight"),
-                                self._bias(f"{p}.attn_output.bias"), plan.bits_for(f"{p}.attn_output"))
-                o = self.post_norm(g, o, f"{p}.post_attention_norm")
-                x, _, _, residual = g.op("SkipSimplifiedLayerNormalization",
-                                         [o, residual, g.weight(f"{p}.ffn_norm", self.norm_weight(f"{p}.ffn_norm.weight"))],
-                                         f"{p}.ffn_norm", outputs=[f"{p}.ffn_norm/out0", "", "", f"{p}.ffn_norm/res"],
-                                         epsilon=self.eps, domain=MS)
-                gu = self.linear(g, x, f"{p}.ffn_gate_up", self.gate_up(i), None, plan.bits_for(f"{p}.ffn_gate_up"))
-                gate, up = g.op("Split", [gu, g.const([s.ffn, s.ffn])], f"{p}.ffn_split", outputs=2, axis=-1)
-                act = self.activation(g, gate, p)
-                m = self.linear(g, g.one("Mul", [act, up], f"{p}.ffn_mul"), f"{p}.ffn_down",
-                                self.w.get(f"{p}.ffn_down.weight"), None, plan.bits_for(f"{p}.ffn_down"))
-                m = self.post_norm(g, m, f"{p}.post_ffw_norm")
-                nxt = f"blk.{i + 1}.attn_norm" if i + 1 < s.n_layers else "output_norm"
-                x, _, _, residual = g.op("SkipSimplifiedLayerNormalization",
-                                         [m, residual, g.weight(nxt, self.norm_weight(f"{nxt}.weight"))],
-                                         nxt, outputs=[f"{nxt}/out0", "", "", f"{nxt}/res"], epsilon=self.eps, domain=MS)
-            self._head(g, x, head_w, head_q, head_bits, vocab)
-            self._softcap(g)
-            g.output("logits", np.float32, ["batch_size", "sequence_length", vocab])
-            if self.tap_outputs:
-                for value in dict.fromkeys(v for k, v in self.taps.items() if k != "output"):
-                    g.output(value, np.float32, None)
-            unused = set(self.w.refs) - self.w.used
-            if unused:
-                raise UnsupportedModelError(
-                    f"{len(unused)} tensor(s) of this {cfg.get('model_type')} checkpoint are not used by the fused "
-                    f"{self.spec.name} decoder (first: {sorted(unused)[0]}): export it with via='optimum'", param="via")
-            model_path = out_dir / MODEL_FILE
-            g.save(model_path, producer="edgekit", metadata={"edgekit.graph": GRAPH_KIND})
-            return BuildResult(model_path, self.spec.name, len(g.nodes), g.weight_bytes, dict(self.matrices))
+                x, residual = self._layer(g, i, x, residual, rope, seqlens, total, windows[i])
+            return self._finish(g, out_dir, x, head_w, head_q, head_bits, vocab)
         finally:
             g.close()
+
+    def _inputs(self, g: Graph) -> tuple[str, str, str]:
+        """input_ids, and GroupQueryAttention's seqlens_k and total_sequence_length from the attention mask."""
+        ids = g.input("input_ids", np.int64, ["batch_size", "sequence_length"])
+        mask = g.input("attention_mask", np.int64, ["batch_size", "total_sequence_length"])
+        seqlens = g.one("Cast", [g.one("Sub", [g.one("ReduceSum", [mask, g.const([1])], "seqlens/sum", keepdims=0),
+                                             g.const(1)], "seqlens/sub")], "seqlens_k", to=6)
+        total = g.one("Cast", [g.one("Gather", [g.one("Shape", [mask], "total/shape"), g.const(1)], "total/get",
+                                     axis=0)], "total_sequence_length", to=6)
+        return ids, seqlens, total
+
+    def _rope(self, g: Graph) -> dict[bool, tuple[str, str]]:
+        """The rotary cos/sin tables by "is a sliding-window layer" (False: the global ones)."""
+        cfg, s = self.config, self.shape
+        cos, sin = rope_tables(cfg, s, self.context)
+        rope = {False: (g.weight("rope.cos", cos), g.weight("rope.sin", sin))}
+        if local_rope(cfg):  # Gemma 3: the sliding-window layers rotate with their own base
+            cos, sin = rope_tables(cfg, s, self.context, local=True)
+            rope[True] = (g.weight("rope_local.cos", cos), g.weight("rope_local.sin", sin))
+        del cos, sin
+
+        return rope
+
+    def _embedding(self, g: Graph, ids: str, vocab: int):
+        """The token embedding (block-quantized where the plan says), and what the head reuses of it:
+        (hidden, the tied float weight or None, the tied quantized blocks or None, the head's bits)."""
+        s, plan = self.shape, self.plan
+        tied = "output.weight" not in self.w.refs
+        head_bits = plan.head_bits if plan.default_bits else 0
+        embed = self.w.get("token_embd.weight")
+        head_q = None
+        if plan.default_bits and (tied or plan.embed_bits) and s.hidden % plan.block == 0:
+            bits = head_bits if tied else plan.embed_bits
+            # GatherBlockQuantized has no offsets: integer zero points for the embedding (8 bits: RTN is as good)
+            method = "rtn" if bits == 8 else "search" if plan.method == "minmax" else plan.method
+            qe = nbits.quantize(embed, bits, plan.block, method)
+            if tied:
+                head_q = qe
+            if tied:  # one copy on disk: the output layer's blocks, reshaped for the Gather
+                data = g.one("Reshape", [g.weight("output.qweight", qe.packed), g.const([vocab, -1])],
+                             "embed/reshape")
+            else:
+                data = g.weight("embed.qweight", qe.packed.reshape(vocab, -1))
+            h = g.one("GatherBlockQuantized", [data, ids, g.weight("embed.scales", qe.scales),
+                                               g.weight("embed.zero_points", qe.zero_points)],
+                      "embed", domain=MS, bits=bits, block_size=plan.block, gather_axis=0, quantize_axis=1)
+            self.matrices["embed"] = bits
+        else:
+            h = g.one("Gather", [g.weight("embed.weight", embed), ids], "embed", axis=0)
+            self.matrices["embed"] = 0
+        if self.spec.embed_scale:
+            h = g.one("Mul", [h, g.const(math.sqrt(s.hidden), np.float32)], "embed/scale")
+        head_w = embed if tied else None
+        del embed
+
+        return h, head_w, head_q, head_bits
+
+    def _layer(self, g: Graph, i: int, x: str, residual: str, rope, seqlens: str, total: str,
+               window: int) -> tuple[str, str]:
+        """One decoder layer: packed qkv, GroupQueryAttention, output projection, gated MLP; (x, residual)."""
+        s, cfg, plan = self.shape, self.config, self.plan
+        p = f"blk.{i}"
+        w, b = self.qkv(i)
+        qkv = self.linear(g, x, f"{p}.attn_qkv", w, b, plan.bits_for(f"{p}.attn_qkv"))
+        del w
+        qkv_in = [qkv, "", ""]
+        if self.w.has(f"{p}.attn_q_norm.weight"):  # Qwen3, Gemma 3: RMSNorm per head of q and k, pre-rotary
+            q, k, v = g.op("Split", [qkv, g.const([s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim,
+                                                   s.n_kv_heads * s.head_dim])], f"{p}.qkv_split", outputs=3,
+                           axis=-1)
+            qkv_in = [self.head_norm(g, q, f"{p}.attn_q_norm"), self.head_norm(g, k, f"{p}.attn_k_norm"), v]
+        cos_name, sin_name = rope.get(window >= 0, rope[False])  # local tables for sliding layers
+        past_k = g.input(f"past_key_values.{i}.key", np.float32, ["batch_size", s.n_kv_heads, "past_sequence_length", s.head_dim])
+        past_v = g.input(f"past_key_values.{i}.value", np.float32, ["batch_size", s.n_kv_heads, "past_sequence_length", s.head_dim])
+        attn, _, _ = g.op("GroupQueryAttention",
+                          [*qkv_in, past_k, past_v, seqlens, total, cos_name, sin_name],
+                          f"{p}.attn", outputs=[f"{p}.attn/out0", f"present.{i}.key", f"present.{i}.value"],
+                          domain=MS, num_heads=s.n_heads, kv_num_heads=s.n_kv_heads, do_rotary=1,
+                          rotary_interleaved=0, scale=attention_scale(cfg, s), local_window_size=window)
+        for t in ("key", "value"):
+            g.output(f"present.{i}.{t}", np.float32, ["batch_size", s.n_kv_heads, "total_sequence_length", s.head_dim])
+        o = self.linear(g, attn, f"{p}.attn_output", self.w.get(f"{p}.attn_output.weight"),
+                        self._bias(f"{p}.attn_output.bias"), plan.bits_for(f"{p}.attn_output"))
+        o = self.post_norm(g, o, f"{p}.post_attention_norm")
+        x, _, _, residual = g.op("SkipSimplifiedLayerNormalization",
+                                 [o, residual, g.weight(f"{p}.ffn_norm", self.norm_weight(f"{p}.ffn_norm.weight"))],
+                                 f"{p}.ffn_norm", outputs=[f"{p}.ffn_norm/out0", "", "", f"{p}.ffn_norm/res"],
+                                 epsilon=self.eps, domain=MS)
+        gu = self.linear(g, x, f"{p}.ffn_gate_up", self.gate_up(i), None, plan.bits_for(f"{p}.ffn_gate_up"))
+        gate, up = g.op("Split", [gu, g.const([s.ffn, s.ffn])], f"{p}.ffn_split", outputs=2, axis=-1)
+        act = self.activation(g, gate, p)
+        m = self.linear(g, g.one("Mul", [act, up], f"{p}.ffn_mul"), f"{p}.ffn_down",
+                        self.w.get(f"{p}.ffn_down.weight"), None, plan.bits_for(f"{p}.ffn_down"))
+        m = self.post_norm(g, m, f"{p}.post_ffw_norm")
+        nxt = f"blk.{i + 1}.attn_norm" if i + 1 < s.n_layers else "output_norm"
+        x, _, _, residual = g.op("SkipSimplifiedLayerNormalization",
+                                 [m, residual, g.weight(nxt, self.norm_weight(f"{nxt}.weight"))],
+                                 nxt, outputs=[f"{nxt}/out0", "", "", f"{nxt}/res"], epsilon=self.eps, domain=MS)
+        return x, residual
+
+    def _finish(self, g: Graph, out_dir: Path, x: str, head_w, head_q, head_bits: int, vocab: int) -> BuildResult:
+        """The output layer and logits; every tensor of the checkpoint used; the model saved."""
+        cfg = self.config
+        self._head(g, x, head_w, head_q, head_bits, vocab)
+        self._softcap(g)
+        g.output("logits", np.float32, ["batch_size", "sequence_length", vocab])
+        if self.tap_outputs:
+            for value in dict.fromkeys(v for k, v in self.taps.items() if k != "output"):
+                g.output(value, np.float32, None)
+        unused = set(self.w.refs) - self.w.used
+        if unused:
+            raise UnsupportedModelError(
+                f"{len(unused)} tensor(s) of this {cfg.get('model_type')} checkpoint are not used by the fused "
+                f"{self.spec.name} decoder (first: {sorted(unused)[0]}): export it with via='optimum'", param="via")
+        model_path = out_dir / MODEL_FILE
+        g.save(model_path, producer="edgekit", metadata={"edgekit.graph": GRAPH_KIND})
+        return BuildResult(model_path, self.spec.name, len(g.nodes), g.weight_bytes, dict(self.matrices))
 
     def activation(self, g: Graph, gate: str, p: str) -> str:
         if self.act == "gelu_tanh":

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgekit.exporters.gguf.archs import Shape
+from edgekit.families import Shape
 from edgekit.fileio import write_json_atomic
 
 GENAI_CONFIG = "genai_config.json"

@@ -1,15 +1,13 @@
-"""Which decoder families the fused ONNX builder covers, and what differs between them.
+"""What the fused ONNX builder needs per family beyond the registry (:mod:`edgekit.families`).
 
-The tensor names are the GGUF side's: every checkpoint tensor is mapped to its
-llama.cpp name (``blk.3.attn_q.weight``) through gguf-py's ``TensorNameMap``
-for the architecture :mod:`edgekit.exporters.gguf.archs` picks, so one table
-(gguf-py's) says where each Hugging Face tensor goes for both exporters. A
-:class:`FusedSpec` adds only what the ONNX graph needs to know beyond the names:
-how norms apply their weight, how the embedding is scaled, which config key names
-the MLP activation. Layout facts (a packed ``qkv`` or ``gate_up`` tensor, q/k/v
+The families, their rope scalings (``rope_onnx``), norm offset, embedding scale and activation keys are
+rows of :mod:`edgekit.families`; every checkpoint tensor is mapped to its llama.cpp name
+(``blk.3.attn_q.weight``) through :class:`edgekit.families.TensorNames` (gguf-py's table), the same
+names the GGUF converter writes. Layout facts (a packed ``qkv`` or ``gate_up`` tensor, q/k/v
 biases, per-head q/k norms, Gemma 3's norms after attention and after the MLP)
 are read from which tensors the checkpoint has; per-layer facts (sliding-window
-or global attention, the rope base of each) from the config.
+or global attention, the rope base of each) from the config. Here: the builder's own refusals,
+its activations, and the rope tables and attention settings it derives from the config.
 
 What each family needs beyond Llama's graph:
 
@@ -28,38 +26,11 @@ What each family needs beyond Llama's graph:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
+from edgekit import families
 from edgekit.errors import UnsupportedModelError
-from edgekit.exporters.gguf import archs
-
-
-@dataclass(frozen=True)
-class FusedSpec:
-    """What the fused graph of one family needs beyond the GGUF spec (which it wraps)."""
-
-    gguf: archs.ArchSpec
-    norm_plus_one: bool = False  # RMSNorm applies (1 + w) (Gemma): the builder stores 1 + w
-    embed_scale: bool = False  # embeddings multiplied by sqrt(hidden_size) (Gemma)
-    genai_type: str = "llama"  # onnxruntime-genai's model type for genai_config.json
-    act_keys: tuple[str, ...] = ("hidden_act",)  # config keys naming the MLP activation, first present wins
-
-    @property
-    def name(self) -> str:
-        return self.gguf.name
-
-
-FUSED: dict[str, FusedSpec] = {
-    "llama": FusedSpec(archs.BY_MODEL_TYPE["llama"], genai_type="llama"),
-    "mistral": FusedSpec(archs.BY_MODEL_TYPE["mistral"], genai_type="mistral"),
-    "qwen2": FusedSpec(archs.BY_MODEL_TYPE["qwen2"], genai_type="qwen2"),
-    "qwen3": FusedSpec(archs.BY_MODEL_TYPE["qwen3"], genai_type="qwen3"),
-    "gemma": FusedSpec(archs.BY_MODEL_TYPE["gemma"], norm_plus_one=True, embed_scale=True, genai_type="gemma"),
-    "phi3": FusedSpec(archs.BY_MODEL_TYPE["phi3"], genai_type="phi3"),
-    "gemma3_text": FusedSpec(archs.BY_MODEL_TYPE["gemma3_text"], norm_plus_one=True, embed_scale=True,
-                             genai_type="gemma3_text", act_keys=("hidden_activation", "hidden_act")),
-}
+from edgekit.families import Family, Shape, layer_types, llama3_rope_factors, rope_scaling_type
 
 # transformers' ACT2FN names -> the graph's activation
 ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh",
@@ -67,7 +38,7 @@ ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu_pytorch_tanh": "gelu_tanh"
 
 
 def covered_model_types() -> list[str]:
-    return sorted(FUSED)
+    return families.model_types("onnx")
 
 
 def covers(config: dict[str, Any]) -> bool:
@@ -79,33 +50,17 @@ def covers(config: dict[str, Any]) -> bool:
     return True
 
 
-def fused_spec_for(config: dict[str, Any]) -> FusedSpec:
-    """The spec for a transformers config, or :class:`UnsupportedModelError` saying what the builder lacks."""
-    model_type = str(config.get("model_type", ""))
-    spec = FUSED.get(model_type)
-    if spec is None:
-        raise UnsupportedModelError(
-            f"model type {model_type!r} has no fused ONNX decoder builder; covered: {', '.join(covered_model_types())} "
-            "(export it with via='optimum')", param="via")
-
-    def refuse(why: str) -> UnsupportedModelError:
-        return UnsupportedModelError(f"{model_type} {why}: the fused ONNX builder does not cover it "
-                                     "(export it with via='optimum')", param="via")
-
-    names = [str(a) for a in config.get("architectures") or []]
-    if names and not any(a.endswith("ForCausalLM") for a in names):
-        raise refuse(f"checkpoint with architectures {names} is not a causal LM")
-    rope = archs.rope_scaling_type(config)
-    if rope not in spec.gguf.rope_scalings:
-        raise refuse(f"with rope_scaling type {rope!r} (covered: {', '.join(spec.gguf.rope_scalings)})")
-    for key in ("attn_logit_softcapping", "use_bidirectional_attention"):
+def fused_spec_for(config: dict[str, Any]) -> Family:
+    """The family of a transformers config, or :class:`UnsupportedModelError` saying what the builder lacks."""
+    family = families.family_for(config, "onnx")
+    for key in ("attn_logit_softcapping", "use_bidirectional_attention"):  # the graph has neither
         if config.get(key):
-            raise refuse(f"with {key}={config[key]}")
-    activation(config, spec)
-    return spec
+            raise families.refusal("onnx", family.model_type, f"with {key}={config[key]}")
+    activation(config, family)
+    return family
 
 
-def activation(config: dict[str, Any], spec: FusedSpec) -> str:
+def activation(config: dict[str, Any], spec: Family) -> str:
     """The MLP activation: silu, gelu_tanh or gelu (transformers' ACT2FN name under the family's config key)."""
     name = next((config[k] for k in spec.act_keys if config.get(k)), "silu")
     if name not in ACTIVATIONS:
@@ -114,7 +69,7 @@ def activation(config: dict[str, Any], spec: FusedSpec) -> str:
     return ACTIVATIONS[name]
 
 
-def rope_tables(config: dict[str, Any], shape: archs.Shape, positions: int, *, local: bool = False):
+def rope_tables(config: dict[str, Any], shape: Shape, positions: int, *, local: bool = False):
     """cos/sin caches for GroupQueryAttention: (positions, rope_dims/2) each, float32 (rotate-half layout).
 
     ``local``: the sliding-window layers' own tables (Gemma 3's ``rope_local_base_freq``, unscaled: transformers'
@@ -127,12 +82,12 @@ def rope_tables(config: dict[str, Any], shape: archs.Shape, positions: int, *, l
     dims = shape.rope_dims
     base = float(config.get("rope_theta", 10000.0))
     inv_freq = 1.0 / base ** (np.arange(0, dims, 2, dtype=np.float64) / dims)
-    kind = archs.rope_scaling_type(config)
+    kind = rope_scaling_type(config)
     pos = np.arange(positions, dtype=np.float64)
     if kind == "linear":
         pos = pos / float(config["rope_scaling"]["factor"])
     elif kind == "llama3":
-        inv_freq = inv_freq / archs.llama3_rope_factors(config, shape).astype(np.float64)
+        inv_freq = inv_freq / llama3_rope_factors(config, shape).astype(np.float64)
     angles = np.outer(pos, inv_freq)
     return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
 
@@ -148,12 +103,12 @@ def sliding_window(config: dict[str, Any]) -> int:
 def layer_windows(config: dict[str, Any]) -> list[int]:
     """Each layer's local_window_size (-1: global attention), from transformers' layer types."""
     window = sliding_window(config)
-    return [window if kind == "sliding_attention" else -1 for kind in archs.layer_types(config)]
+    return [window if kind == "sliding_attention" else -1 for kind in layer_types(config)]
 
 
 def local_rope(config: dict[str, Any]) -> bool:
     """True when the sliding-window layers rotate with their own base (Gemma 3's ``rope_local_base_freq``)."""
-    return bool(config.get("rope_local_base_freq")) and "sliding_attention" in archs.layer_types(config)
+    return bool(config.get("rope_local_base_freq")) and "sliding_attention" in layer_types(config)
 
 
 def logit_softcap(config: dict[str, Any]) -> float | None:
@@ -162,6 +117,6 @@ def logit_softcap(config: dict[str, Any]) -> float | None:
     return float(cap) if cap else None
 
 
-def attention_scale(config: dict[str, Any], shape: archs.Shape) -> float:
+def attention_scale(config: dict[str, Any], shape: Shape) -> float:
     scalar = config.get("query_pre_attn_scalar")
     return 1.0 / math.sqrt(float(scalar) if scalar else float(shape.head_dim))

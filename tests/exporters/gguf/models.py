@@ -1,4 +1,4 @@
-"""Tiny random decoders for every GGUF architecture spec, each with a real tokenizer (no download).
+"""Tiny random decoders for every model family (edgekit.families), each with a real tokenizer (no download).
 
 Weights are random but larger than the default init (so next-token distributions
 are peaked and the gate's KL means something); tokenizers are byte-level BPE
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.builders import CHAT_TEMPLATE, CORPUS, make_bpe_tokenizer
+from tests.builders import CHAT_TEMPLATE, CORPUS, make_bpe_tokenizer, save_tiny_decoder
 
 QWEN2_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
@@ -47,73 +47,40 @@ def make_qwen2_tokenizer(folder: Path, vocab_size: int = 600) -> int:
     return tok.get_vocab_size()
 
 
+# One tiny model per family the registry (edgekit.families) holds, and variants: each name's family and the
+# config settings beyond the shape every tiny decoder shares (tests.builders.save_tiny_decoder); see test_archs.py.
+TINY: dict[str, tuple[str, dict]] = {
+    "llama": ("llama", dict(rms_norm_eps=1e-5, rope_theta=10000.0)),
+    # Llama 3.1-style rope scaling: exercises the generated rope_freqs tensor
+    "llama3": ("llama", dict(rms_norm_eps=1e-5, rope_theta=10000.0, rope_scaling={
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 16})),
+    "mistral": ("mistral", dict(rms_norm_eps=1e-5, rope_theta=10000.0, sliding_window=None)),
+    "qwen2": ("qwen2", dict(rms_norm_eps=1e-6, rope_theta=1000000.0, use_sliding_window=False)),
+    "qwen3": ("qwen3", dict(head_dim=32, rms_norm_eps=1e-6, rope_theta=1000000.0, use_sliding_window=False)),
+    "gemma": ("gemma", dict(head_dim=32, rms_norm_eps=1e-6, hidden_act="gelu_pytorch_tanh",
+                            hidden_activation="gelu_pytorch_tanh")),
+    "phi3": ("phi3", dict(rms_norm_eps=1e-5, rope_theta=10000.0, sliding_window=None,
+                          original_max_position_embeddings=256)),
+    # a sliding window shorter than the tests' sequences, sliding and global layers (every third global),
+    # a local rope base of their own and linear rope scaling on the global layers (Gemma 3 4B+): each of
+    # these moves the logits far past the tests' bounds when an exporter gets it wrong
+    "gemma3_text": ("gemma3_text", dict(
+        num_hidden_layers=3, head_dim=32, rms_norm_eps=1e-6, hidden_activation="gelu_pytorch_tanh",
+        rope_theta=1000000.0, rope_local_base_freq=20000.0, rope_scaling={"rope_type": "linear", "factor": 2.0},
+        sliding_window=8, query_pre_attn_scalar=32,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention"])),
+}
+ARCHS = tuple(TINY)
+
+
 def make_tiny(folder: Path, arch: str, *, seed: int = 0, qwen2_tokenizer: bool = False) -> Path:
-    """A 2-layer (Gemma 3: 3-layer) random decoder of ``arch`` (see ARCHS) saved as safetensors with its tokenizer."""
-    import torch
-    import transformers
-
-    vocab = make_qwen2_tokenizer(folder) if qwen2_tokenizer else make_bpe_tokenizer(folder)
-    common = dict(
-        vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1, eos_token_id=2, pad_token_id=2,
-        tie_word_embeddings=False,
-    )
-    if arch == "llama3":  # Llama 3.1-style rope scaling: exercises the generated rope_freqs tensor
-        config = transformers.LlamaConfig(**common, rms_norm_eps=1e-5, rope_theta=10000.0, rope_scaling={
-            "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 16})
-        cls = transformers.LlamaForCausalLM
-    elif arch == "llama":
-        config = transformers.LlamaConfig(**common, rms_norm_eps=1e-5, rope_theta=10000.0)
-        cls = transformers.LlamaForCausalLM
-    elif arch == "mistral":
-        config = transformers.MistralConfig(**common, rms_norm_eps=1e-5, rope_theta=10000.0, sliding_window=None)
-        cls = transformers.MistralForCausalLM
-    elif arch == "qwen2":
-        config = transformers.Qwen2Config(**common, rms_norm_eps=1e-6, rope_theta=1000000.0, use_sliding_window=False)
-        cls = transformers.Qwen2ForCausalLM
-    elif arch == "qwen3":
-        config = transformers.Qwen3Config(**common, head_dim=32, rms_norm_eps=1e-6, rope_theta=1000000.0,
-                                          use_sliding_window=False)
-        cls = transformers.Qwen3ForCausalLM
-    elif arch == "gemma":
-        common["tie_word_embeddings"] = True
-        config = transformers.GemmaConfig(**common, head_dim=32, rms_norm_eps=1e-6, hidden_act="gelu_pytorch_tanh",
-                                          hidden_activation="gelu_pytorch_tanh")
-        cls = transformers.GemmaForCausalLM
-    elif arch == "phi3":
-        config = transformers.Phi3Config(**common, rms_norm_eps=1e-5, rope_theta=10000.0, sliding_window=None,
-                                         original_max_position_embeddings=256)
-        cls = transformers.Phi3ForCausalLM
-    elif arch == "gemma3_text":
-        # a sliding window shorter than the tests' sequences, sliding and global layers (every third global),
-        # a local rope base of their own and linear rope scaling on the global layers (Gemma 3 4B+): each of
-        # these moves the logits far past the tests' bounds when an exporter gets it wrong
-        common.update(tie_word_embeddings=True, num_hidden_layers=3)
-        config = transformers.Gemma3TextConfig(
-            **common, head_dim=32, rms_norm_eps=1e-6, hidden_activation="gelu_pytorch_tanh", rope_theta=1000000.0,
-            rope_local_base_freq=20000.0, rope_scaling={"rope_type": "linear", "factor": 2.0}, sliding_window=8,
-            query_pre_attn_scalar=32, layer_types=["sliding_attention", "sliding_attention", "full_attention"])
-        cls = transformers.Gemma3ForCausalLM
-    else:
+    """A 2-layer (Gemma 3: 3-layer) random decoder of ``arch`` (see TINY) saved as safetensors with its tokenizer."""
+    if arch not in TINY:
         raise ValueError(arch)
-    torch.manual_seed(seed)
-    model = cls(config).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 0.08)
-            elif "norm" in name:  # non-trivial norm weights, so a wrong norm convention shows
-                p.uniform_(0.5, 1.5) if not arch.startswith("gemma") else p.uniform_(-0.5, 0.5)
-            else:
-                p.normal_(0.0, 0.05)
-    model.generation_config.eos_token_id = 2
-    model.save_pretrained(folder, safe_serialization=True)
-    return folder
-
-
-# One tiny model per architecture spec (and variant) the converter registers; see test_archs.py.
-ARCHS = ("llama", "llama3", "mistral", "qwen2", "qwen3", "gemma", "phi3", "gemma3_text")
+    model_type, settings = TINY[arch]
+    vocab = make_qwen2_tokenizer(folder) if qwen2_tokenizer else make_bpe_tokenizer(folder)
+    return save_tiny_decoder(folder, model_type, vocab, seed=seed, init_all=True, **settings)
 
 
 def make_tiny_spm_llama(folder: Path, *, seed: int = 0) -> Path:

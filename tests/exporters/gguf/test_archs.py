@@ -1,4 +1,4 @@
-"""Every architecture spec is proven by a tiny random model: f32 GGUF vs transformers, near-exact."""
+"""Every model family (edgekit.families) is proven by a tiny random model: f32 GGUF vs transformers, near-exact."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from gguf import GGUFReader
 
 from edgekit.errors import QualityGateError, UnsupportedModelError
 from edgekit.exporters.gguf import export_gguf
-from edgekit.exporters.gguf.archs import SPECS, supported_model_types
-from tests.exporters.gguf.models import ARCHS
+from edgekit import families
+from tests.exporters.gguf.models import ARCHS, TINY
 
 GGUF_ARCH = {"llama": "llama", "llama3": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3",
              "gemma": "gemma", "phi3": "phi3", "gemma3_text": "gemma3"}
@@ -18,9 +18,8 @@ TIED = ("gemma", "gemma3_text")  # the output layer is the embedding
 
 
 def test_every_registered_model_type_has_a_tiny_model():
-    covered = {"llama3": "llama"}
-    assert sorted({covered.get(a, a) for a in ARCHS}) == supported_model_types()
-    assert {s.name for s in SPECS} <= set(ARCHS)
+    assert sorted({model_type for model_type, _ in TINY.values()}) == families.model_types("gguf")
+    assert set(families.FAMILIES) <= set(ARCHS)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

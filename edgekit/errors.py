@@ -25,7 +25,8 @@ The tree splits into two halves, and the CLI maps them to exit codes:
         ├── DeviceError           a device over SSH: unreachable, dropped, or a command there failed
         └── FallbackExhausted     both the local and the remote tier failed (carries both causes)
 
-Third-party exceptions are translated at the boundary (``raise X(...) from exc``)
+Third-party exceptions are translated at the boundary (``raise X(...) from exc``),
+through the one table in :mod:`edgekit.translate` ((library, phase) -> error),
 so callers only need to catch edgekit's types. Bugs (``TypeError``, ``KeyError``
 ...) are not wrapped: they propagate.
 
@@ -180,6 +181,22 @@ def describe_validation(exc, where: str) -> str:
 def _printable(text: str) -> str:
     """``text`` with control characters (a newline in a key of a damaged file) escaped: messages stay one line."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def is_int(value, low: int | None = None, high: int | None = None) -> bool:
+    """Whether ``value`` is an integer (a bool is not: ``True`` is no thread count) in ``low..high`` (either
+    bound None: open). The one integer check of the parameters edgekit validates; the caller words the error."""
+    return (isinstance(value, int) and not isinstance(value, bool)
+            and (low is None or value >= low) and (high is None or value <= high))
+
+
+def check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
+    """``value`` when :func:`is_int` (``minimum..maximum``), else a :class:`ConfigError` naming the parameter
+    (``runs must be an integer >= 1, got 0``)."""
+    if not is_int(value, minimum, maximum):
+        span = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
+        raise ConfigError(f"{name} must be an integer {span}, got {short_repr(value)}", param=name)
+    return value
 
 
 def short_repr(value, limit: int = 60) -> str:

@@ -140,6 +140,15 @@ class VerifiedStamps:
 
 # ---- reading --------------------------------------------------------------------------
 
+def not_a_file(path: Path) -> str:
+    """Why ``path`` cannot be read as a file, for an error message: it is a folder, or it is not there."""
+    if path.is_dir():
+        return "is a folder, not a file"
+    if path.exists():
+        return "is not a regular file"
+    return "does not exist"
+
+
 def parse_json(text: str | bytes) -> Any:
     """``json.loads`` that raises only ``ValueError`` on malformed input (json itself raises
     ``RecursionError`` for deeply nested arrays or objects, which no reader expects)."""

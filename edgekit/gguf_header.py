@@ -184,3 +184,24 @@ def check_gguf_vocab(path: str | os.PathLike) -> None:
 
 
 __all__ = ["read_gguf_header", "check_gguf_vocab", "duplicate_tokens", "TOKENS_KEY"]
+
+
+def meta_count(meta: dict[str, object], arch: str, key: str) -> int | None:
+    """``{arch}.{key}`` as a positive integer (a float that is one counts), else None: unknown."""
+    v = meta.get(f"{arch}.{key}")
+    ok = isinstance(v, int) or (isinstance(v, float) and v == v and abs(v) != float("inf"))
+    return int(v) if ok and not isinstance(v, bool) and v >= 1 else None
+
+
+def kv_bytes_per_position(meta: dict[str, object], kv_elem: int = 2) -> int | None:
+    """Bytes of KV cache one position takes in llama.cpp (an f16 cache: ``kv_elem`` 2), from the header's
+    metadata; None when the header does not say (per-layer head counts, a missing key)."""
+    arch = str(meta.get("general.architecture") or "llama")
+    layers, heads = meta_count(meta, arch, "block_count"), meta_count(meta, arch, "attention.head_count")
+    kv_heads = meta_count(meta, arch, "attention.head_count_kv") or heads
+    hidden = meta_count(meta, arch, "embedding_length")
+    k_len = meta_count(meta, arch, "attention.key_length") or (hidden // heads if hidden and heads else None)
+    v_len = meta_count(meta, arch, "attention.value_length") or k_len
+    if not (layers and kv_heads and k_len and v_len):
+        return None
+    return layers * kv_heads * (k_len + v_len) * kv_elem

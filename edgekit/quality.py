@@ -30,11 +30,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgekit import quants
-from edgekit.errors import ConfigError, EdgekitError, ExportError, MissingDependencyError, QualityGateError
+from edgekit.errors import ConfigError, EdgekitError, MissingDependencyError, QualityGateError
+from edgekit.fileio import not_a_file
 from edgekit.manifest import GateReport, Manifest, model_info_from_folder
 from edgekit.names import KIND_OF_TASK, KINDS
+from edgekit.pooling import pool
 from edgekit.progress import Progress, ensure
 from edgekit.sources import ResolvedSource, infer_task
+from edgekit.translate import translated
 
 BUILTIN_PROMPTS: tuple[str, ...] = (
     "The capital of France is Paris, and the capital of Germany is",
@@ -95,10 +98,11 @@ DEFAULT_THRESHOLDS: dict[str, dict[str, dict[str, float]]] = {
         "q5_k_m": {"kl_mean": 0.15, "kl_max": 2.5, "top1": 0.8},  # real 0.111/1.45/0.827; zeroed q 0.175/2.56/0.785
         "q4_k_m": {"kl_mean": 0.12, "kl_max": 2.5, "top1": 0.83},  # real 0.084/1.20/0.853; zeroed q 0.143/0.91/0.813
         "q4_0": {"kl_mean": 0.75, "kl_max": 10.0, "top1": 0.5},  # real 0.60/6.9/0.563 (Q4_1 weights requantized); zeroed down 0.79
-        # fused int4 default (4-bit blocks with a float minimum, output layer 8-bit): real 0.024/0.20/0.907; the
-        # bounds are q4_k_m's, what llama.cpp's 4-bit reaches. Integer-zero-point forms: RTN 0.54/3.05/0.59,
-        # importance-weighted + 8-bit mix 0.193/3.72/0.790; optimum-traced int4 0.50/-/0.63 (keeps its old
-        # bounds, LEGACY_INT4 in exporters/onnx.py)
+        # int4 decoders from the fused builder (the int4 row's fused_plan in quants.py: 4-bit blocks with
+        # a float minimum, output layer 8-bit; SmolLM2 real 0.024/0.20/0.907, the alternatives it was picked from in
+        # benchmarks/int4_variants.py). The bounds are q4_k_m's, what llama.cpp's 4-bit reaches. Optimum-traced
+        # int4 decoders (onnxruntime's RTN quantizer, far less accurate: README) are gated with the int4 row's
+        # traced_bounds in quants.py instead, the bounds this row had before the fused builder.
         "int4": {"kl_mean": 0.12, "kl_max": 2.5, "top1": 0.83},
     },
     "encoder": {
@@ -162,7 +166,7 @@ def load_prompts(path: str | Path | None) -> list[str]:
         return list(BUILTIN_PROMPTS)
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"prompts file {p} does not exist: pass a text file with one prompt per line")
+        raise ConfigError(f"prompts file {p} {not_a_file(p)}: pass a text file with one prompt per line")
     try:
         lines = [line.strip() for line in p.read_text(encoding="utf-8").splitlines()]
     except (OSError, UnicodeDecodeError) as exc:
@@ -342,15 +346,8 @@ def compute_reference(
 ) -> Reference:
     """Run the original Hugging Face model on the prompts, tokenized by ``tokenizer`` (the artifact's)."""
     progress = ensure(progress)
-    try:
+    with translated("transformers", "reference", name=Path(source).name):  # transformers/torch; bugs propagate
         return _reference(kind, source, prompts, tokenizer, encoder_settings, allow_pickle, progress)
-    except (MemoryError, KeyboardInterrupt):
-        raise
-    except (ValueError, RuntimeError, OSError, IndexError, KeyError) as exc:  # transformers/torch: translate
-        raise ExportError(
-            f"the gate's reference model (transformers) failed on {Path(source).name}: {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:300] if str(exc) else ''}"
-        ) from exc
 
 
 def _reference(kind, source, prompts, tokenizer, encoder_settings, allow_pickle, progress) -> Reference:
@@ -370,8 +367,6 @@ def _reference(kind, source, prompts, tokenizer, encoder_settings, allow_pickle,
                 ref.outputs.append(log_softmax(logits).astype(np.float32))
                 bar.advance()
         elif kind == "encoder":
-            from edgekit.runtimes.onnx import pool
-
             model = transformers.AutoModel.from_pretrained(source, **kwargs).eval()
             ids, mask = tokenizer.encode_batch(prompts)
             feeds = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}

@@ -100,3 +100,17 @@ def test_every_flag_is_a_cli_option():
         for opt in flag.split("/"):
             negated = "--no-" + opt.removeprefix("--")
             assert opt in options or negated in options, f"FLAGS[{name!r}] = {flag!r}: no such option"
+
+
+def test_a_damaged_model_is_blamed_on_the_file_and_still_falls_back():
+    """NaN logits while generating are an ArtifactError (as at load); the router's default policy falls back
+    from it, and a server answers 500 (its own model is damaged), not 400 (the request is fine)."""
+    from edgekit.errors import ArtifactError
+    from edgekit.router.policy import Policy
+    from edgekit.serve.protocol import error_for
+
+    damaged = ArtifactError("m.gguf is corrupt: its llama.cpp output after the prompt is not a number")
+    assert Policy().falls_back_on(damaged) and not Policy(fallback_errors=("BackendError",)).falls_back_on(damaged)
+    api = error_for(damaged)
+    assert api.status == 500 and api.code == "model_damaged"
+    assert error_for(ArtifactError("x", param="model")).status == 500

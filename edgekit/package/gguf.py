@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.deps import llama_cpp_module
-from edgekit.errors import ArtifactError
+from edgekit.translate import catches, translated
 
 PROBES = (
     "Hello, world! The capital of France is Paris.",
@@ -44,11 +44,8 @@ class GgufVocab:
 
     def __init__(self, path: Path):
         lc = llama_cpp_module("GGUF packages")
-        try:
-            with _quiet():
-                self._llm = lc.Llama(model_path=str(path), vocab_only=True, verbose=False)
-        except (ValueError, RuntimeError, OSError) as exc:
-            raise ArtifactError(f"llama.cpp could not read the vocabulary of {path} ({exc}): re-export it") from exc
+        with translated("llama.cpp", "vocab", path=path), _quiet():
+            self._llm = lc.Llama(model_path=str(path), vocab_only=True, verbose=False)
         self.metadata: dict[str, str] = dict(self._llm.metadata)
         vocab = lc.llama_model_get_vocab(self._llm._model.model)
         ids = {self._llm.token_eos()} | {int(self.metadata[k]) for k in EOG_KEYS if k in self.metadata}
@@ -83,7 +80,9 @@ def tokenizer_mismatch(tokenizer_json: Path, vocab: GgufVocab, extra_probes: tup
 
     try:
         tok = Tokenizer.from_file(str(tokenizer_json))
-    except Exception as exc:  # tokenizers raises a bare Exception on bad files
+    except Exception as exc:  # the table knows what tokenizers raises (a bare Exception); anything else is a bug
+        if not catches(exc, "tokenizers", "load"):
+            raise
         return f"{tokenizer_json} is not a tokenizer file ({exc})"
     for text in (*PROBES, *extra_probes):
         hf = tok.encode(text, add_special_tokens=False).ids

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekit.errors import ExportError, MissingDependencyError
+from edgekit.translate import translate
 
 ORT_MODEL = "model.ort"
 OPS_CONFIG = "required_operators.config"
@@ -88,13 +89,9 @@ def convert_to_ort(model: Path, stage: Path, *, platform: str, runtime_style: bo
         try:
             convert_onnx_models_to_ort(source, output_dir=work / "out", optimization_styles=[style],
                                        target_platform=target_platform, enable_type_reduction=True)
-        except (TypeError, NameError):  # bugs propagate
-            raise
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types, or RuntimeError
-            tail = " ".join(printed.getvalue().split()[-30:])
-            raise ExportError(f"onnxruntime could not convert {model.name} to ORT format: "
-                              f"{str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else type(exc).__name__}"
-                              f"{f' ({tail})' if tail else ''}") from exc
+        except Exception as exc:  # the table knows what onnxruntime.tools raises; a bug propagates
+            tail = " ".join(printed.getvalue().split()[-30:])  # what the converter printed last
+            raise translate(exc, "onnxruntime", "convert", name=model.name, tail=tail) from exc
     out = work / "out"
     orts = sorted(out.glob("*.ort"))
     configs = sorted(out.glob("*.config"))

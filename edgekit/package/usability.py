@@ -22,10 +22,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import ExportError, MissingDependencyError
+from edgekit.errors import MissingDependencyError
+from edgekit.translate import translated
 
 CHECKER = "onnxruntime.tools.mobile_helpers.usability_checker"
-EP_NAMES = ("NNAPI", "CoreML NeuralNetwork", "CoreML MLProgram")  # the checker's own names, in its order
 XNNPACK_SOURCE = ("https://github.com/microsoft/onnxruntime/blob/1b38b5828ef20f49ec4a388570205c1e28092200/"
                   "onnxruntime/core/providers/xnnpack/xnnpack_execution_provider.cc")
 # (domain, op type) of the XNNPACK EP's kernels; NHWC-domain kernels stand for the ONNX op they replace.
@@ -73,31 +73,27 @@ def usability_report(model: Path, work: Path) -> dict[str, Any]:
     quiet.setLevel(logging.ERROR)
     work.mkdir(parents=True, exist_ok=True)
     try:
-        basic = work / model.name
-        optimize_model(model, basic, use_external_initializers=True)
-        wrapped = ModelProtoWithShapeInfo(basic)
-        proto = wrapped.model_with_shape_info
-        dynamic_inputs, _ = uc.check_shapes(proto.graph, quiet)
-        checks = {
-            "NNAPI": uc.check_nnapi_partitions,
-            "CoreML NeuralNetwork": lambda m, fixed: uc.check_coreml_partitions(
-                m, fixed, "coreml_supported_neuralnetwork_ops.md"),
-            "CoreML MLProgram": lambda m, fixed: uc.check_coreml_partitions(
-                m, fixed, "coreml_supported_mlprogram_ops.md"),
-        }
-        eps = {}
-        for name, check in checks.items():
-            entry = _info(check(proto, True))
-            entry["with_fixed_shapes"] = None
-            if entry["suitability"] != "YES" and dynamic_inputs:  # as the checker does
-                entry["with_fixed_shapes"] = _info(check(proto, False))
-            eps[name] = entry
-        xnnpack = _xnnpack(proto.graph)
-    except (TypeError, NameError):  # bugs propagate
-        raise
-    except Exception as exc:  # onnxruntime's own error types (Fail, InvalidGraph), onnx's, OSError
-        raise ExportError(f"onnxruntime's mobile-usability checker failed on {model.name}: "
-                          f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+        with translated("onnxruntime", "check", name=model.name):  # onnxruntime's, onnx's errors, OSError
+            basic = work / model.name
+            optimize_model(model, basic, use_external_initializers=True)
+            wrapped = ModelProtoWithShapeInfo(basic)
+            proto = wrapped.model_with_shape_info
+            dynamic_inputs, _ = uc.check_shapes(proto.graph, quiet)
+            checks = {
+                "NNAPI": uc.check_nnapi_partitions,
+                "CoreML NeuralNetwork": lambda m, fixed: uc.check_coreml_partitions(
+                    m, fixed, "coreml_supported_neuralnetwork_ops.md"),
+                "CoreML MLProgram": lambda m, fixed: uc.check_coreml_partitions(
+                    m, fixed, "coreml_supported_mlprogram_ops.md"),
+            }
+            eps = {}
+            for name, check in checks.items():
+                entry = _info(check(proto, True))
+                entry["with_fixed_shapes"] = None
+                if entry["suitability"] != "YES" and dynamic_inputs:  # as the checker does
+                    entry["with_fixed_shapes"] = _info(check(proto, False))
+                eps[name] = entry
+            xnnpack = _xnnpack(proto.graph)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     fallback = sorted(set().union(*(set(e["unsupported_ops"]) for e in eps.values())))

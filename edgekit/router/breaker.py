@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Callable, Literal
 
-from edgekit.errors import ConfigError
+from edgekit.errors import ConfigError, is_int
 
 State = Literal["closed", "open", "half_open"]
 
@@ -26,7 +26,7 @@ class CircuitBreaker:
     """Thread-safe. ``allow()`` before calling the remote, then ``record_success()`` or ``record_failure()``."""
 
     def __init__(self, failure_threshold: int = 3, cooldown_s: float = 30.0, *, clock: Callable[[], float] = time.monotonic):
-        if not isinstance(failure_threshold, int) or isinstance(failure_threshold, bool) or failure_threshold < 1:
+        if not is_int(failure_threshold, 1):
             raise ConfigError(f"failure_threshold must be an integer >= 1, got {failure_threshold!r}")
         if not isinstance(cooldown_s, (int, float)) or isinstance(cooldown_s, bool) or not cooldown_s >= 0:
             raise ConfigError(f"cooldown_s must be a number >= 0, got {cooldown_s!r}")

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
 from edgekit.errors import ConfigError
-from edgekit.fileio import parse_json
+from edgekit.fileio import not_a_file, parse_json
 from edgekit.progress import Progress, ensure
 from edgekit.router.policy import Policy
 
@@ -95,7 +95,7 @@ def load_questions(path: str | Path, limit: int | None = None) -> list[Question]
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ConfigError(f"the calibration data {path} does not exist: pass a .jsonl file of question/answer lines")
+        raise ConfigError(f"the calibration data {path} {not_a_file(path)}: pass a .jsonl file of question/answer lines")
     out: list[Question] = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()

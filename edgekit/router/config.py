@@ -48,7 +48,7 @@ from pydantic import Field, SecretStr
 
 import edgekit.tomlio as tomlio
 from edgekit.errors import ConfigError
-from edgekit.fileio import write_text_atomic
+from edgekit.fileio import not_a_file, write_text_atomic
 from edgekit.router.policy import Policy
 from edgekit.strict import StrictModel, load_versioned
 
@@ -150,7 +150,7 @@ def find_config(path: str | os.PathLike | None = None) -> Path | None:
         p = Path(path if path is not None else os.environ["EDGEKIT_CONFIG"]).expanduser()
         if not p.is_file():
             where = "" if path is not None else " ($EDGEKIT_CONFIG)"
-            raise ConfigError(f"the config file {p}{where} does not exist")
+            raise ConfigError(f"the config file {p}{where} {not_a_file(p)}: pass an edgekit.toml file")
         return p
     p = Path(CONFIG_NAME)
     return p if p.is_file() else None

@@ -24,6 +24,7 @@ import threading
 import time
 from typing import Any, Iterator
 
+from edgekit.errors import is_int
 from edgekit.runtimes.base import FinishReason, GenerationConfig, StopScanner
 
 _MIN_WAIT = 0.001  # httpx refuses a timeout of 0
@@ -124,7 +125,7 @@ def limit_text(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
 
 def completion_tokens(usage: dict[str, Any] | None) -> int | None:
     n = (usage or {}).get("completion_tokens")
-    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+    return n if is_int(n, 1) else None
 
 
 __all__ = ["Deadline", "StreamLimits", "limit_text", "completion_tokens"]

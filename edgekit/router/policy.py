@@ -8,8 +8,9 @@ Triggers, in the order the router checks them:
 ``context_overflow``  the prompt (counted with the local tokenizer) does not fit the
                       local context: go remote without trying locally.
 ``local_error``       the local attempt raised one of ``fallback_errors`` (by default any
-                      :class:`~edgekit.errors.BackendError` and ``MemoryError``; a model
-                      whose logits are not finite raises BackendError), or gave a token
+                      :class:`~edgekit.errors.BackendError`, ``MemoryError``, and the
+                      :class:`~edgekit.errors.ArtifactError` of a model whose logits turn
+                      out not finite while it generates), or gave a token
                       whose probability is not a finite number. Other exceptions are bugs
                       or bad input and propagate.
 ``ttft_budget``       the local first token took longer than ``ttft_budget_s``.
@@ -29,14 +30,13 @@ anyway and mark the result degraded; with ``degrade=false`` the remote's error i
 from __future__ import annotations
 
 import builtins
-from typing import Literal, Sequence
+from typing import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgekit import errors as _errors
 from edgekit.errors import ConfigError, describe_validation
 
-Trigger = Literal["context_overflow", "local_error", "ttft_budget", "total_budget", "low_confidence"]
 TRIGGERS: tuple[str, ...] = ("context_overflow", "local_error", "ttft_budget", "total_budget", "low_confidence")
 
 # The default threshold comes from `edgekit calibrate` on the packaged SmolLM2-135M-Instruct (Q4_1 GGUF)
@@ -45,10 +45,15 @@ TRIGGERS: tuple[str, ...] = ("context_overflow", "local_error", "ttft_budget", "
 DEFAULT_THRESHOLD = 0.45
 
 
+# What a local failure may be: the backend failed, or the model file turned out damaged while generating
+# (NaN logits from damaged weights: an ArtifactError, the same blame as at load).
+_FALLBACK_BASES = (_errors.BackendError, _errors.ArtifactError)
+
+
 def _fallback_type(name: str) -> type[BaseException]:
     cls = getattr(_errors, name, None) or (getattr(builtins, name, None) if name == "MemoryError" else None)
-    if not (isinstance(cls, type) and (issubclass(cls, _errors.BackendError) or cls is MemoryError)):
-        allowed = sorted(n for n, c in vars(_errors).items() if isinstance(c, type) and issubclass(c, _errors.BackendError))
+    if not (isinstance(cls, type) and (issubclass(cls, _FALLBACK_BASES) or cls is MemoryError)):
+        allowed = sorted(n for n, c in vars(_errors).items() if isinstance(c, type) and issubclass(c, _FALLBACK_BASES))
         raise ValueError(f"{name!r} is not a backend failure type: use MemoryError or one of {', '.join(allowed)}")
     return cls
 
@@ -60,7 +65,8 @@ class Policy(BaseModel):
 
     context_overflow: bool = Field(True, description="prompt longer than the local context -> remote, without a local try")
     local_error: bool = Field(True, description="a local failure of a type in fallback_errors -> remote")
-    fallback_errors: tuple[str, ...] = Field(("BackendError", "MemoryError"), description="local error types that fall back")
+    fallback_errors: tuple[str, ...] = Field(("BackendError", "ArtifactError", "MemoryError"),
+                                             description="local error types that fall back")
     ttft_budget_s: float | None = Field(None, gt=0, description="local time to first token above this -> remote")
     total_budget_s: float | None = Field(
         None, gt=0, description="the whole answer's time: local unfinished after this -> remote, which must end by then too")

@@ -57,6 +57,7 @@ from edgekit.router.limits import Deadline, StreamLimits, completion_tokens, lim
 from edgekit.router.sse import chunks, error_detail, usage_counts
 from edgekit.runtimes.base import GenerationConfig, GenerationResult, Timings, TokenEvent, check_prompt, resolve_config
 from edgekit.runtimes.chat import check_messages
+from edgekit.translate import translate
 
 log = logging.getLogger("edgekit.remote")
 
@@ -249,16 +250,16 @@ class RemoteLLM:
         time.sleep(delay)
 
     def _call_error(self, exc, deadline: Deadline, dropped: str) -> RemoteError:
-        """The edgekit error for an httpx transport error (``dropped`` words a connection lost midway)."""
-        import httpx
-
+        """The edgekit error for an httpx transport error (``dropped`` words a connection lost midway): the
+        deadline's own error once it has passed, else the translation table's (``edgekit.translate``)."""
         if deadline.passed():  # the watchdog shut the socket, or a wait capped by the deadline ran out
             return RemoteTimeout(f"{self.where()} {deadline.describe()}")
-        if isinstance(exc, httpx.TimeoutException):
-            if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
-                return RemoteTimeout(f"{self.where()} did not accept the connection within {self.connect_timeout:g} s")
-            return RemoteTimeout(f"{self.where()} sent nothing for {self.timeout:g} s (read timeout)")
-        return RemoteUnavailable(f"{self.where()} {dropped}: {self.redact(str(exc)) or type(exc).__name__}")
+        return self._translate(exc, dropped=dropped)
+
+    def _translate(self, exc, *, dropped: str = "", what: str = "answer") -> RemoteError:
+        """The translation table's error for an httpx error; ``what``: the body an undecodable one could not read."""
+        return translate(exc, "httpx", "send", where=self.where(), dropped=dropped, what=what,  # type: ignore
+                         connect_timeout=self.connect_timeout, read_timeout=self.timeout, detail=self.redact(str(exc)))
 
     def _open(self, body: dict[str, Any], deadline: Deadline, *, read_body: bool, attempts: list[int] | None = None):
         """POST with retries; return the 200 response (its body read unless streaming) or raise RemoteError."""
@@ -288,7 +289,7 @@ class RemoteLLM:
                     except httpx.TransportError as exc:
                         error, cause = self._call_error(exc, deadline, "dropped the connection mid-answer"), exc
                     except httpx.HTTPError as exc:  # undecodable body (bad gzip, ...): retrying will not help
-                        raise RemoteProtocolError(f"{self.where()} sent an unreadable answer: {self.redact(str(exc))}") from exc
+                        raise self._translate(exc, what="answer") from exc
                     finally:
                         response.close()
                 else:
@@ -415,7 +416,7 @@ class RemoteLLM:
                 error: RemoteError = self._call_error(exc, deadline, "dropped the stream")
                 cause: BaseException | None = exc
             except httpx.HTTPError as exc:
-                raise RemoteProtocolError(f"{self.where()} sent an unreadable stream: {self.redact(str(exc))}") from exc
+                raise self._translate(exc, what="stream") from exc
             except (RemoteUnavailable, RemoteTimeout) as exc:
                 error, cause = exc, None
             finally:

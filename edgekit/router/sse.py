@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from edgekit.errors import RemoteProtocolError, RemoteUnavailable
+from edgekit.errors import RemoteProtocolError, RemoteUnavailable, is_int
 from edgekit.fileio import parse_json
 
 
@@ -49,8 +49,22 @@ def sse_data(lines: Iterator[str]) -> Iterator[str]:
 
 
 def chunks(remote: Any, lines: Iterator[str]) -> Iterator[tuple[str, str | None, dict | None]]:
-    """(content delta, finish_reason, usage) per chat.completion.chunk, until ``[DONE]``."""
-    for payload in sse_data(lines):
+    """(content delta, finish_reason, usage) per chat.completion.chunk, until ``[DONE]``.
+
+    A body with no server-sent event at all (an HTML page, a JSON object of another API) is a
+    :class:`RemoteProtocolError` quoting its start: retrying the same URL gets the same page.
+    """
+    head: list[str] = []
+
+    def recorded() -> Iterator[str]:
+        for line in lines:
+            if len(head) < 4 and line.strip():
+                head.append(line.strip())
+            yield line
+
+    events = 0
+    for payload in sse_data(recorded()):
+        events += 1
         if payload.strip() == "[DONE]":
             return
         try:
@@ -80,6 +94,12 @@ def chunks(remote: Any, lines: Iterator[str]) -> Iterator[tuple[str, str | None,
         if finish is not None and not isinstance(finish, str):
             raise RemoteProtocolError(f"{remote.where()} sent a finish_reason that is not text: {remote.redact(payload[:120])!r}")
         yield content, finish, usage
+    if not events:
+        body = remote.redact(" ".join(head)[:160])
+        raise RemoteProtocolError(
+            f"{remote.where()} answered a streaming request without a single server-sent event ("
+            + (f"its body starts {body!r}" if body else "an empty body")
+            + "): check that the URL is an OpenAI-compatible API base, e.g. http://host:port/v1")
 
 
 def usage_counts(value) -> dict[str, int] | None:
@@ -93,7 +113,7 @@ def usage_counts(value) -> dict[str, int] | None:
     for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
         n = value.get(key)
         if n is not None:
-            counts[key] = n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else 0
+            counts[key] = n if is_int(n, 0) else 0
     return counts
 
 

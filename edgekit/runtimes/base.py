@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 
-from edgekit.errors import BackendError, ConfigError, ContextOverflowError, UnsupportedModelError
+from edgekit.errors import ArtifactError, ConfigError, ContextOverflowError, UnsupportedModelError
 from edgekit.names import Kind
 from edgekit.runtimes.sampling import Sampler, distribution
 
@@ -394,9 +394,10 @@ class Model:
                 logits = self.forward([tok])
 
 
-    def _corrupt(self, step: int) -> BackendError:
+    def _corrupt(self, step: int) -> ArtifactError:
+        """Damaged weights found while generating: the same blame as at load (an :class:`ArtifactError`)."""
         where = "the prompt" if step == 0 else f"generated token {step}"
-        return BackendError(
+        return ArtifactError(
             f"{self.model_path} is corrupt: its {self.backend} output after {where} is not a number (NaN or inf "
             "logits, e.g. from damaged weights); re-download or re-export the model"
         )

@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Sequence
 
 from edgekit.errors import ConfigError
+from edgekit.translate import translated
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -25,7 +26,6 @@ def _raise(message: str):
 @lru_cache(maxsize=8)
 def _compile(template: str):
     try:
-        from jinja2 import TemplateError
         from jinja2.sandbox import ImmutableSandboxedEnvironment
     except ImportError as exc:  # jinja2 is a core dependency; this is a broken install
         raise ConfigError("jinja2 is missing: pip install jinja2") from exc
@@ -33,10 +33,8 @@ def _compile(template: str):
     env.filters["tojson"] = lambda x, indent=None, ensure_ascii=False: json.dumps(x, indent=indent, ensure_ascii=ensure_ascii)
     env.globals["raise_exception"] = _raise
     env.globals["strftime_now"] = lambda fmt: _dt.datetime.now().strftime(fmt)
-    try:
+    with translated("jinja2", "compile"):
         return env.from_string(template)
-    except TemplateError as exc:
-        raise ConfigError(f"the model's chat template does not compile: {exc}") from exc
 
 
 def check_messages(messages: Sequence[dict]) -> list[dict]:
@@ -51,10 +49,6 @@ def check_messages(messages: Sequence[dict]) -> list[dict]:
 
 
 def render(template: str, messages: Sequence[dict], *, add_generation_prompt: bool = True, **special_tokens: str) -> str:
-    from jinja2 import TemplateError
-
     msgs = check_messages(messages)
-    try:
+    with translated("jinja2", "render"):  # raise_exception in the template raises our ConfigError: it passes through
         return _compile(template).render(messages=msgs, add_generation_prompt=add_generation_prompt, **special_tokens)
-    except TemplateError as exc:
-        raise ConfigError(f"the model's chat template failed on these messages: {exc}") from exc

@@ -17,10 +17,13 @@ from typing import Sequence
 import numpy as np
 
 from edgekit.deps import llama_cpp_module
-from edgekit.errors import ArtifactError, BackendError, ConfigError
+from edgekit.errors import ArtifactError, ConfigError, is_int
+from edgekit.gguf_header import kv_bytes_per_position, meta_count, read_gguf_header
+from edgekit.hostmem import meminfo
 from edgekit.manifest import Manifest
 from edgekit.runtimes.base import Model
 from edgekit.runtimes.threads import available_cpus, check_threads
+from edgekit.translate import translated
 
 DEFAULT_CONTEXT = 4096
 GGUF_MAGIC = b"GGUF"
@@ -42,6 +45,34 @@ def check_gguf_file(path: Path) -> None:
         raise ArtifactError(f"{path} is not a GGUF file (bad magic {head[:4]!r}): re-download or re-export it")
 
 
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.0f} MB"
+
+
+def check_context_memory(path: Path, n_ctx: int) -> None:
+    """Refuse a context whose KV cache alone exceeds the memory this host has available, before llama.cpp
+    spends seconds trying to allocate it and fails in a way that reads like a damaged file.
+
+    The KV cache is f16 for every layer and position (sliding-window models keep less: not checked here,
+    so that no context that would fit is refused). Weights are not counted: llama.cpp maps them from the
+    file, and the kernel can page them out.
+    """
+    meta, _ = read_gguf_header(path, tensors=False)
+    arch = str(meta.get("general.architecture") or "llama")
+    per = kv_bytes_per_position(meta)
+    if per is None or meta.get(f"{arch}.attention.sliding_window") is not None:
+        return
+    _total, avail = meminfo()
+    if avail is None or per * n_ctx <= avail:
+        return
+    trained = meta_count(meta, arch, "context_length")
+    fits = avail // per
+    raise ConfigError(
+        f"context={n_ctx} needs {_gb(per * n_ctx)} of KV cache ({per // 1024} KB a token) but this machine has "
+        f"{_gb(avail)} available: pass a context of at most about {fits} tokens"
+        + (f" (the model was trained on {trained})" if trained else ""), param="context")
+
+
 class LlamaCppModel(Model):
     """A GGUF model in llama.cpp. ``logits_all=True`` only for the quality gate (``sequence_logits``)."""
 
@@ -54,9 +85,10 @@ class LlamaCppModel(Model):
         lc = llama_cpp_module("GGUF models")
         check_gguf_file(self.path)
         threads = check_threads(threads)
-        if context is not None and (not isinstance(context, int) or context < 2):
+        if context is not None and not is_int(context, 2):
             raise ConfigError(f"context must be an integer >= 2, got {context!r}")
         n_threads = threads or default_threads()
+        check_context_memory(self.path, context or DEFAULT_CONTEXT)
         self.llm = self._open(lc, n_threads, context or DEFAULT_CONTEXT, logits_all)
         trained = self.trained_context = self.llm._model.n_ctx_train()
         if context is None and 0 < trained < self.llm.n_ctx():  # rare: a model trained on fewer tokens
@@ -83,13 +115,11 @@ class LlamaCppModel(Model):
         self.load_seconds = time.perf_counter() - t0
 
     def _open(self, lc, n_threads: int, n_ctx: int, logits_all: bool):
-        try:
+        with translated("llama.cpp", "load", path=self.path, context=n_ctx):  # a context it cannot make: no bad file
             return lc.Llama(
                 model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
                 n_batch=512, logits_all=logits_all, verbose=False,
             )
-        except (ValueError, RuntimeError, OSError) as exc:
-            raise ArtifactError(f"{self.path} could not be loaded by llama.cpp (corrupt or truncated?): {exc}") from exc
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=True)
@@ -101,10 +131,8 @@ class LlamaCppModel(Model):
         self.llm.reset()
 
     def _forward(self, ids: Sequence[int]) -> np.ndarray:
-        try:
+        with translated("llama.cpp", "eval", tokens=len(ids)):
             self.llm.eval(ids)
-        except RuntimeError as exc:
-            raise BackendError(f"llama.cpp failed to evaluate {len(ids)} tokens: {exc}") from exc
         ptr = self._get_logits_ith(self._ctx, -1)
         return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(self.n_vocab,))
 
@@ -114,10 +142,8 @@ class LlamaCppModel(Model):
             raise ConfigError("sequence_logits needs a model opened with logits_all=True")
         with self._lock:
             self.llm.reset()
-            try:
+            with translated("llama.cpp", "eval", tokens=len(ids)):
                 self.llm.eval(list(ids))
-            except RuntimeError as exc:
-                raise BackendError(f"llama.cpp failed to evaluate {len(ids)} tokens: {exc}") from exc
             out = np.array(self.llm.scores[: len(ids)], dtype=np.float32)
             self.llm.reset()
             return out

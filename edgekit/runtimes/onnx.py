@@ -19,12 +19,14 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from edgekit.errors import ArtifactError, BackendError, ConfigError, MissingDependencyError
+from edgekit.errors import ArtifactError, ConfigError, MissingDependencyError, is_int
 from edgekit.manifest import Manifest, ModelInfo
+from edgekit.pooling import pool
 from edgekit.runtimes.base import Model
 from edgekit.runtimes.onnx_kv import GrowingCache, SharedBuffer, is_fused
 from edgekit.runtimes.threads import check_threads
 from edgekit.runtimes.tokenizer import HFTokenizer
+from edgekit.translate import translated
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
@@ -55,11 +57,8 @@ def make_session(path: Path, threads: int | None = None, *, mem_pattern: bool = 
     opts.log_severity_level = 3
     if not path.is_file():
         raise ArtifactError(f"{path} does not exist: pass an artifact folder or an .onnx file")
-    try:
+    with translated("onnxruntime", "load", path=path):
         return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
-        reason = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__
-        raise ArtifactError(f"{path} is not a loadable ONNX model (corrupt or truncated?): {reason}") from exc
 
 
 def check_tokenizer_size(tokenizer: HFTokenizer, info: ModelInfo, folder: Path) -> None:
@@ -74,15 +73,12 @@ def check_tokenizer_size(tokenizer: HFTokenizer, info: ModelInfo, folder: Path) 
         )
 
 
-def _run_error(exc: Exception) -> BackendError:
-    return BackendError(f"onnxruntime failed while running the model: {str(exc).strip().splitlines()[-1][:300]}")
-
-
 class OnnxModel(Model):
     backend = "onnx"
     mem_pattern = True  # onnxruntime's memory pattern (see make_session)
 
-    def __init__(self, folder: Path, model_file: str, info: ModelInfo, *, threads=None, manifest: Manifest | None = None):
+    def __init__(self, folder: Path, model_file: str, info: ModelInfo, *, threads=None, manifest: Manifest | None = None,
+                 tokenizer: HFTokenizer | None = None):
         super().__init__(folder, manifest)
         t0 = time.perf_counter()
         self.info = info
@@ -90,7 +86,8 @@ class OnnxModel(Model):
         self.session = make_session(self.model_path, threads, mem_pattern=self.mem_pattern)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self.tokenizer = HFTokenizer(folder, max_length=info.context_length if self.kind != "decoder" else None)
+        # ``tokenizer``: the folder's, built already (an exporter gating its staged artifact)
+        self.tokenizer = tokenizer or HFTokenizer(folder, max_length=info.context_length if self.kind != "decoder" else None)
         check_tokenizer_size(self.tokenizer, info, folder)
         self.chat_template = self.tokenizer.chat_template
         self.special_tokens = dict(self.tokenizer.special_tokens)
@@ -108,9 +105,9 @@ class OnnxModel(Model):
         return self.tokenizer.encode(text, add_special=add_special)
 
     def _finite(self, values: np.ndarray, what: str) -> np.ndarray:
-        """``values``, or a BackendError naming the model file when any is NaN or inf (damaged weights)."""
+        """``values``, or an ArtifactError naming the model file when any is NaN or inf (damaged weights)."""
         if not np.isfinite(values).all():
-            raise BackendError(
+            raise ArtifactError(
                 f"{self.model_path} is corrupt: its {what} contain NaN or inf values (e.g. from damaged weights); "
                 "re-download or re-export the model"
             )
@@ -132,7 +129,7 @@ class OnnxModel(Model):
         texts = list(texts)
         if not texts or not all(isinstance(t, str) for t in texts):
             raise ConfigError("texts must be a non-empty list of strings")
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if not is_int(batch_size, 1):
             raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         for i in range(0, len(texts), batch_size):
             yield texts[i : i + batch_size]
@@ -151,29 +148,11 @@ class OnnxEncoder(OnnxModel):
         with self._lock:
             for batch in self._batches(texts, batch_size):
                 feeds, mask = self._encoder_feeds(batch)
-                try:
+                with translated("onnxruntime", "run"):
                     (hidden,) = self.session.run([self._output], feeds)
-                except Exception as exc:
-                    raise _run_error(exc) from exc
                 out.append(self._finite(pool(hidden, mask, self.info.pooling or "mean", bool(self.info.normalize)),
                                         "embeddings"))
         return np.concatenate(out, axis=0)
-
-
-def pool(hidden: np.ndarray, mask: np.ndarray, mode: str, normalize: bool) -> np.ndarray:
-    if hidden.ndim == 2 or mode == "none":
-        vec = hidden if hidden.ndim == 2 else hidden[:, 0]
-    elif mode == "cls":
-        vec = hidden[:, 0]
-    elif mode == "max":
-        vec = np.where(mask[..., None] > 0, hidden, -np.inf).max(axis=1)
-    else:
-        m = mask[..., None].astype(hidden.dtype)
-        vec = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
-    vec = vec.astype(np.float32)
-    if normalize:
-        vec /= np.clip(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12, None)
-    return vec
 
 
 class OnnxClassifier(OnnxModel):
@@ -184,10 +163,8 @@ class OnnxClassifier(OnnxModel):
         with self._lock:
             for batch in self._batches(texts, batch_size):
                 feeds, _ = self._encoder_feeds(batch)
-                try:
+                with translated("onnxruntime", "run"):
                     (logits,) = self.session.run(["logits"], feeds)
-                except Exception as exc:
-                    raise _run_error(exc) from exc
                 x = self._finite(logits, "logits").astype(np.float64)
                 x = np.exp(x - x.max(axis=1, keepdims=True))
                 out.append(x / x.sum(axis=1, keepdims=True))
@@ -309,10 +286,8 @@ class OnnxDecoder(OnnxModel):
         return logits
 
     def _run_binding(self) -> None:
-        try:
+        with translated("onnxruntime", "run"):
             self.session.run_with_iobinding(self._binding)
-        except Exception as exc:
-            raise _run_error(exc) from exc
 
     def _forward(self, ids: Sequence[int]) -> np.ndarray:
         return self._run(ids)[0, -1]
@@ -334,22 +309,11 @@ class OnnxDecoder(OnnxModel):
 _KINDS = {"text-generation": OnnxDecoder, "feature-extraction": OnnxEncoder, "text-classification": OnnxClassifier}
 
 
-def open_onnx(folder: Path, model_file: str, task: str, info: ModelInfo, *, threads=None, context=None, manifest=None) -> OnnxModel:
-    model = _KINDS[task](folder, model_file, info, threads=threads, manifest=manifest)
+def open_onnx(folder: Path, model_file: str, task: str, info: ModelInfo, *, threads=None, context=None, manifest=None,
+              tokenizer=None) -> OnnxModel:
+    model = _KINDS[task](folder, model_file, info, threads=threads, manifest=manifest, tokenizer=tokenizer)
     if context is not None:
-        if not isinstance(context, int) or context < 2:
+        if not is_int(context, 2):
             raise ConfigError(f"context must be an integer >= 2, got {context!r}")
         model.context_length = min(context, info.context_length or context)
     return model
-
-
-def infer_task_from_session(path: Path) -> str:
-    """For a bare .onnx file: decoder if it takes a KV cache, classifier if it outputs 2-D logits, else encoder."""
-    sess = make_session(path, threads=1)
-    inputs = [i.name for i in sess.get_inputs()]
-    outputs = {o.name: o for o in sess.get_outputs()}
-    if any(n.startswith("past_key_values.") for n in inputs):
-        return "text-generation"
-    if "logits" in outputs and len(outputs["logits"].shape) == 2:
-        return "text-classification"
-    return "feature-extraction"

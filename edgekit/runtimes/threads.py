@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 
-from edgekit.errors import ConfigError
+from edgekit.errors import ConfigError, is_int
 
 log = logging.getLogger("edgekit.runtimes")
 
@@ -42,7 +42,7 @@ def check_threads(threads, *, param: str = "threads", warn: bool = True) -> int 
         return None
     cpus = available_cpus()
     limit = min(OVERSUBSCRIBE * cpus, MAX_THREADS)
-    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+    if not is_int(threads, 1):
         raise ConfigError(f"{param} must be an integer >= 1 (at most {limit} here), got {threads!r}", param=param)
     if threads > limit:
         raise ConfigError(

@@ -12,7 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgekit.errors import ArtifactError
+from edgekit.errors import ArtifactError, MissingDependencyError
+from edgekit.translate import translated
 
 
 def _token_str(value: Any) -> str | None:
@@ -36,14 +37,12 @@ class HFTokenizer:
         try:
             from tokenizers import Tokenizer
         except ImportError as exc:  # core dependency
-            raise ArtifactError("the tokenizers package is missing: pip install tokenizers") from exc
+            raise MissingDependencyError("the tokenizers package (a core dependency)", None) from exc
         path = folder / "tokenizer.json"
         if not path.is_file():
             raise ArtifactError(f"{folder} has no tokenizer.json: re-export the artifact")
-        try:
+        with translated("tokenizers", "load", path=path):
             self._tok = Tokenizer.from_file(str(path))
-        except Exception as exc:  # tokenizers raises a bare Exception on bad files
-            raise ArtifactError(f"{path} is not a valid tokenizer file ({exc}): re-export the artifact") from exc
         cfg_path = folder / "tokenizer_config.json"
         try:
             self.config: dict[str, Any] = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}

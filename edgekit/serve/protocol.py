@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgekit.errors import (
+    ArtifactError,
     ConfigError,
     ContextOverflowError,
     FallbackExhausted,
@@ -34,6 +35,7 @@ from edgekit.errors import (
     RemoteError,
     RemoteTimeout,
     UserError,
+    is_int,
 )
 from edgekit.runtimes.base import GenerationConfig
 
@@ -79,6 +81,8 @@ def error_for(exc: BaseException) -> ApiError:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if isinstance(exc, ContextOverflowError):
         return ApiError(400, text, param="messages", code="context_length_exceeded")
+    if isinstance(exc, ArtifactError):  # the server's own model file is damaged: not the request's fault
+        return ApiError(500, f"the server's model is damaged: {text}", type="server_error", code="model_damaged")
     if isinstance(exc, UserError):
         return ApiError(400, text, param=(exc.params[0] if getattr(exc, "params", ()) else None))
     if isinstance(exc, FallbackExhausted):
@@ -143,7 +147,7 @@ def _int(data, name, low=None) -> int | None:
         return None
     if isinstance(v, float) and v.is_integer():
         v = int(v)
-    if not isinstance(v, int) or isinstance(v, bool) or (low is not None and v < low):
+    if not is_int(v, low):
         raise bad(f"{name} must be an integer{f' >= {low}' if low is not None else ''}, got {json.dumps(v)[:40]}", param=name)
     return v
 

@@ -19,7 +19,7 @@ from typing import Callable
 
 import uvicorn
 
-from edgekit.errors import ConfigError
+from edgekit.errors import ConfigError, is_int
 from edgekit.serve.app import create_app
 from edgekit.serve.settings import is_loopback
 
@@ -59,7 +59,7 @@ class GracefulServer(uvicorn.Server):
 
 def bind(host: str, port: int) -> socket.socket:
     """The listening socket, opened before the model work starts being useful: a taken port fails at once."""
-    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+    if not is_int(port, 0, 65535):
         raise ConfigError(f"port must be an integer in 0..65535, got {port!r}", param="port")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from edgekit.errors import ConfigError
+from edgekit.errors import ConfigError, is_int
 
 KEYS_ENV = "EDGEKIT_API_KEYS"
 KEYS_FILE_ENV = "EDGEKIT_API_KEYS_FILE"
@@ -54,13 +54,13 @@ class ServeSettings:
         ints = {"max_queue": 0, "remote_concurrency": 1, "max_body_bytes": 1024, "max_tokens": 1}
         for name, low in ints.items():
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            if not is_int(value, low):
                 raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}", param=name)
         t = self.shutdown_timeout_s
         if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or t < 0:
             raise ConfigError(f"shutdown_timeout_s must be a number of seconds >= 0, got {t!r}", param="shutdown_timeout_s")
         r = self.retry_after_s
-        if r is not None and (not isinstance(r, int) or isinstance(r, bool) or r < 1):
+        if r is not None and not is_int(r, 1):
             raise ConfigError(f"retry_after_s must be an integer >= 1 (or None), got {r!r}", param="retry_after_s")
         for name in ("model_name", "embed_name"):
             value = getattr(self, name)

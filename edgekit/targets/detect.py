@@ -43,6 +43,7 @@ from typing import Any
 
 from edgekit.errors import ConfigError, MissingDependencyError
 from edgekit.fileio import cache_dir, parse_json, write_json_atomic
+from edgekit.hostmem import meminfo
 from edgekit.protobuf import FLOAT, INT8, INT32, UINT8, matmul_model
 from edgekit.targets.profile import CoreCluster, Sourced, TargetProfile, parse_profile, today
 
@@ -157,19 +158,10 @@ def _sysctl(name: str) -> str:
 
 
 def _meminfo() -> tuple[float, float]:
-    """(total, available) RAM in GB, honouring a cgroup memory limit."""
-    fields = {}
-    for line in _read("/proc/meminfo").splitlines():
-        key, _, rest = line.partition(":")
-        parts = rest.split()
-        if parts and parts[0].isdigit():
-            fields[key] = int(parts[0]) * 1024
-    total = fields.get("MemTotal") or int(_sysctl("hw.memsize") or 0) or 1
-    avail = fields.get("MemAvailable", total)
-    limit = _read("/sys/fs/cgroup/memory.max").strip()
-    if limit.isdigit():
-        total, avail = min(total, int(limit)), min(avail, int(limit))
-    return total / 1e9, avail / 1e9
+    """(total, available) RAM in GB, honouring a cgroup memory limit (:func:`edgekit.hostmem.meminfo`)."""
+    total, avail = meminfo()
+    total = total or 1
+    return total / 1e9, (avail if avail is not None else total) / 1e9
 
 
 def host_facts() -> dict[str, Any]:

@@ -26,7 +26,7 @@ from pydantic import Field, field_validator, model_validator
 
 import edgekit.tomlio as tomlio
 from edgekit.errors import ConfigError
-from edgekit.fileio import check_output_file, write_text_atomic
+from edgekit.fileio import check_output_file, not_a_file, write_text_atomic
 from edgekit.strict import StrictModel, load_versioned
 
 SCHEMA_VERSION = 1
@@ -218,7 +218,7 @@ def parse_profile(data: dict[str, Any], where: str) -> TargetProfile:
 def load_profile_file(path: str | os.PathLike) -> TargetProfile:
     p = Path(path).expanduser()
     if not p.is_file():
-        raise ConfigError(f"target profile {p} does not exist")
+        raise ConfigError(f"target profile {p} {not_a_file(p)}: pass a .toml profile or a preset name")
     try:
         text = p.read_text()
     except (OSError, UnicodeDecodeError) as exc:

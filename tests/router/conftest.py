@@ -129,7 +129,8 @@ class FaultyServer:
     ``"ok"``; ``(status, headers)`` e.g. ``(500, {})``, ``(429, {"Retry-After": "1"})``;
     ``"echo401"`` (401 quoting the Authorization header it got); ``"slow"`` (nothing for
     up to 30 s); ``"close"`` (drops the connection before answering); ``"drop"`` (200, two
-    tokens, then drops the connection); ``"malformed"`` (200 with invalid SSE / JSON);
+    tokens, then drops the connection); ``"malformed"`` (200 with invalid SSE / JSON); ``"html"``
+    (200 with an HTML page, streaming or not);
     ``"drip"`` (200, then one SSE chunk, or one byte of the JSON answer, every ``drip_s``
     seconds, never finishing: each read gets data long before any read timeout);
     ``"ignore_max"`` (an answer of ``LONG_WORDS`` tokens whatever max_tokens says, usage
@@ -211,22 +212,27 @@ class FaultyServer:
             return self._drip(h, stream)
         if step in ("ignore_max", "ignore_stop"):
             return self._ok(h, stream, LONG_WORDS if step == "ignore_max" else COUNTING)
+        if step == "html":  # a web page where the API should be: the same answer to a stream request
+            return self._page(h, b"<html><body>Welcome to nginx!</body></html>")
         if step == "malformed":
             if stream:
                 self._sse_head(h)
                 self._chunk(h, b'data: {"choices": [{"delta": {"content": "Par\n\n')
                 self._chunk(h, b"data: [DONE]\n\n")
                 self._chunk(h, b"")
-            else:
-                payload = b"<html><body>502 Bad Gateway (but sent as 200)</body></html>"
-                h.send_response(200)
-                h.send_header("Content-Type", "text/html")
-                h.send_header("Content-Length", str(len(payload)))
-                h.end_headers()
-                h.wfile.write(payload)
-            return None
+                return None
+            return self._page(h, b"<html><body>502 Bad Gateway (but sent as 200)</body></html>")
         status, headers = step
         return h._reply_json(status, {"error": {"message": f"induced failure {status}", "type": "server_error"}}, headers)
+
+    @staticmethod
+    def _page(h, payload: bytes) -> None:
+        """200 with an HTML page."""
+        h.send_response(200)
+        h.send_header("Content-Type", "text/html")
+        h.send_header("Content-Length", str(len(payload)))
+        h.end_headers()
+        h.wfile.write(payload)
 
     def _ok(self, h, stream: bool, words: list[str] = OK_WORDS) -> None:
         if not stream:

@@ -76,8 +76,8 @@ def test_a_silent_server_times_out_per_attempt_and_says_each_retry(faulty, caplo
 def test_until_bounds_a_call_by_the_callers_clock(faulty):
     server = faulty(["drip"])
     remote = client(server.url, deadline_s=600)
-    bounded = remote.until(time.monotonic() + 0.5, "the test's limit")
-    with pytest.raises(RemoteTimeout, match=r"within 0\.[0-9]+ s \(the test's limit\)"):
+    bounded = remote.until(time.monotonic() + 3.0, "the test's limit")  # room for a pause on a busy host
+    with pytest.raises(RemoteTimeout, match=r"within [0-9.]+ s \(the test's limit\)"):
         list(bounded.stream_chat(QUESTION))
     with pytest.raises(RemoteTimeout, match=r"was not asked: no time was left for it \(the test's limit\)"):
         bounded.generate("hi")  # the time is spent: the next call is not even sent
@@ -140,7 +140,7 @@ def test_a_local_model_giving_nan_goes_remote_as_a_local_failure(nan_local, faul
     res = router.chat(QUESTION, max_tokens=8)
     d = res.decision
     assert (d.tier, d.trigger, d.degraded) == ("remote", "local_error", False)
-    assert "BackendError" in d.local_error and "corrupt" in d.local_error and str(nan_local.path) in d.local_error
+    assert "ArtifactError" in d.local_error and "corrupt" in d.local_error and str(nan_local.path) in d.local_error
     assert res.text == "".join(OK_WORDS)
     stream = router.stream_chat(QUESTION, max_tokens=8)
     assert "".join(e.text for e in stream) == "".join(OK_WORDS) and stream.decision.trigger == "local_error"

@@ -145,6 +145,19 @@ def test_non_json_answer_is_a_protocol_error(faulty):
     assert len(server.seen) == 1
 
 
+def test_a_page_that_is_not_an_event_stream_is_a_protocol_error_not_an_outage(faulty):
+    """200 with a web page to a streaming request: not retried, and the error quotes what came back."""
+    server = faulty(["html"])
+    with pytest.raises(RemoteProtocolError) as info:
+        list(fast(server.url, max_retries=2).stream_chat(QUESTION))
+    assert len(server.seen) == 1  # one request: the same URL would send the same page
+    assert "without a single server-sent event" in str(info.value) and "Welcome to nginx" in str(info.value)
+    assert "OpenAI-compatible API base" in str(info.value)
+    with pytest.raises(RemoteProtocolError, match="not a chat completion"):
+        fast(server.url, max_retries=2).chat(QUESTION)
+    assert len(server.seen) == 2
+
+
 def test_connection_refused_is_unavailable(refused_url):
     with pytest.raises(RemoteUnavailable) as info:
         fast(refused_url, max_retries=1).chat(QUESTION)

@@ -13,6 +13,7 @@ import edgekit
 from edgekit import GenerationConfig
 from edgekit.errors import ArtifactError, ConfigError, ContextOverflowError, UnsupportedModelError
 from edgekit.exporters.onnx import export_onnx
+from tests.conftest import error_line, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -177,3 +178,49 @@ def test_same_thread_reentry_is_refused_not_corrupted(tiny_art):
     rest = [e.token_id for e in stream]
     assert [first.token_id, *rest] == expected  # the open stream was not disturbed
     assert m.generate("hello", max_tokens=6, ignore_eos=True).token_ids == expected
+
+
+# ---- errors that name the real cause ---------------------------------------------------------------
+def test_a_context_larger_than_memory_is_refused_before_llama_cpp_tries(smollm2_gguf, tmp_path):
+    """100M positions of SmolLM2's KV cache are terabytes: a ConfigError naming --context and what fits,
+    not a 'corrupt or truncated' file after llama.cpp spent seconds failing to allocate it."""
+    import re
+
+    with pytest.raises(ConfigError) as info:
+        edgekit.load(smollm2_gguf, threads=1, context=100_000_000)
+    msg = str(info.value)
+    assert info.value.params == ("context",) and "KV cache" in msg and "available" in msg
+    assert "corrupt" not in msg and "trained on 8192" in msg
+    fits = int(re.search(r"at most about (\d+) tokens", msg).group(1))
+    assert 4096 < fits < 100_000_000  # this machine holds far more than 4096 positions (~90 MB)
+    proc = run_cli("run", smollm2_gguf, "--context", "100000000", "-p", "hi", "-n", "1")
+    line = error_line(proc)
+    assert proc.returncode == 2 and line.startswith("edgekit: error: --context 100000000 needs") and "KV cache" in line
+
+
+def test_llama_cpp_load_failures_are_classified_before_blaming_the_file(tmp_path):
+    """llama-cpp-python's own messages: a context it could not create is not a damaged file."""
+    from edgekit.errors import BackendError
+    from edgekit.translate import translate
+
+    path = tmp_path / "m.gguf"
+    ctx = translate(ValueError("Failed to create llama_context"), "llama.cpp", "load", path=path, context=4096)
+    assert type(ctx) is BackendError and "could not create a context of 4096 tokens" in str(ctx)
+    assert "corrupt" not in str(ctx) and "smaller context" in str(ctx)
+    bad = translate(ValueError(f"Failed to load model from file: {path}"), "llama.cpp", "load", path=path, context=4096)
+    assert isinstance(bad, ArtifactError) and "corrupt or truncated" in str(bad)
+
+
+def test_a_folder_where_a_file_belongs_is_called_a_folder(tmp_path):
+    from edgekit.quality import load_prompts
+    from edgekit.router.calibration import load_questions
+    from edgekit.router.config import find_config
+    from edgekit.targets.profile import load_profile_file
+
+    for call in (load_prompts, load_questions, find_config, load_profile_file):
+        with pytest.raises(ConfigError, match="is a folder, not a file"):
+            call(tmp_path)
+        with pytest.raises(ConfigError, match="does not exist"):
+            call(tmp_path / "missing")
+    proc = run_cli("calibrate", tmp_path / "model.gguf", "--data", tmp_path, "--config", tmp_path / "edgekit.toml")
+    assert proc.returncode == 2 and f"{tmp_path} is a folder, not a file" in error_line(proc)

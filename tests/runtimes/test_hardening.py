@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import edgekit
-from edgekit.errors import ArtifactError, BackendError, ConfigError
+from edgekit.errors import ArtifactError, ConfigError
 from edgekit.runtimes.threads import MAX_THREADS, OVERSUBSCRIBE, available_cpus, check_threads
 from tests.conftest import error_line
 from tests.runtimes.corrupt import flip_byte_keep_mtime, gguf_artifact, poison_gguf, poison_onnx
@@ -32,17 +32,17 @@ def bare_copy(art, tmp_path, name="model.gguf"):
     return dst
 
 
-# ---- non-finite model output is a BackendError naming the file -------------------------------------
+# ---- non-finite model output is an ArtifactError naming the file (the blame at load too) -------------------------------------
 @pytest.mark.parametrize("tensor", ["output_norm.weight", "blk.0.attn_norm.weight", "blk.1.ffn_norm.weight"])
 @pytest.mark.parametrize("value", [math.nan, math.inf])
 def test_a_gguf_with_a_broken_norm_weight_raises_naming_the_file(tiny_gguf, tmp_path, tensor, value):
     bad = poison_gguf(bare_copy(tiny_gguf, tmp_path), tensor, value)
     model = edgekit.load(bad, threads=1)
-    with pytest.raises(BackendError) as info:
+    with pytest.raises(ArtifactError) as info:
         model.generate("The capital of France is", max_tokens=8)
     assert str(bad) in str(info.value) and "corrupt" in str(info.value)
     stream = model.stream("hello", max_tokens=4)
-    with pytest.raises(BackendError, match="corrupt"):
+    with pytest.raises(ArtifactError, match="corrupt"):
         next(stream)  # the first event already: no empty answer, no text made of NaN
     model.close()
 
@@ -50,7 +50,7 @@ def test_a_gguf_with_a_broken_norm_weight_raises_naming_the_file(tiny_gguf, tmp_
 def test_the_issue_example_smollm2_with_a_nan_in_a_norm_weight(smollm2_gguf, tmp_path):
     bad = poison_gguf(bare_copy(smollm2_gguf, tmp_path), "blk.0.attn_norm.weight")
     model = edgekit.load(bad, threads=1)
-    with pytest.raises(BackendError, match="corrupt") as info:
+    with pytest.raises(ArtifactError, match="corrupt") as info:
         model.chat([{"role": "user", "content": "What is the capital of France?"}], max_tokens=16)
     assert str(bad) in str(info.value)  # was: an empty answer, exit 0
     model.close()
@@ -63,10 +63,11 @@ def test_the_healthy_copy_still_generates(tiny_gguf, tmp_path):
     assert all(math.isfinite(e) for e in res.entropies)
 
 
-def test_cli_run_on_a_nan_gguf_exits_1_with_one_line(cli, tiny_gguf, tmp_path):
+def test_cli_run_on_a_nan_gguf_exits_2_with_one_line(cli, tiny_gguf, tmp_path):
+    """A damaged file found while generating: exit 2 (re-export it), as when it is found at load."""
     bad = poison_gguf(bare_copy(tiny_gguf, tmp_path), "output_norm.weight")
     proc = cli("run", bad, "-p", "The capital of France is", "-n", "8", "--threads", "1")
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 2, proc.stderr
     line = error_line(proc)
     assert str(bad) in line and "corrupt" in line
     assert "Traceback" not in proc.stderr and not proc.stdout.strip()
@@ -75,14 +76,14 @@ def test_cli_run_on_a_nan_gguf_exits_1_with_one_line(cli, tiny_gguf, tmp_path):
 def test_an_onnx_decoder_with_a_nan_weight_raises_naming_the_file(tiny_onnx, tmp_path):
     bad = poison_onnx(tiny_onnx.path, tmp_path / "bad", "norm")
     model = edgekit.load(bad)
-    with pytest.raises(BackendError) as info:
+    with pytest.raises(ArtifactError) as info:
         model.generate("The capital of France is", max_tokens=4)
     assert str(bad) in str(info.value) and "corrupt" in str(info.value)
 
 
 def test_an_encoder_with_a_nan_weight_raises_instead_of_nan_embeddings(tiny_encoder, tmp_path):
     bad = poison_onnx(tiny_encoder.path, tmp_path / "bad", "LayerNorm")
-    with pytest.raises(BackendError, match="embeddings contain NaN or inf") as info:
+    with pytest.raises(ArtifactError, match="embeddings contain NaN or inf") as info:
         edgekit.load(bad).embed(["small models", "on phones"])
     assert str(bad) in str(info.value)
     good = edgekit.load(tiny_encoder.path).embed(["small models"])
@@ -91,7 +92,7 @@ def test_an_encoder_with_a_nan_weight_raises_instead_of_nan_embeddings(tiny_enco
 
 def test_a_classifier_with_a_nan_weight_raises_instead_of_nan_scores(tiny_classifier, tmp_path):
     bad = poison_onnx(tiny_classifier.path, tmp_path / "bad", "LayerNorm")
-    with pytest.raises(BackendError, match="logits contain NaN or inf"):
+    with pytest.raises(ArtifactError, match="logits contain NaN or inf"):
         edgekit.load(bad).classify(["great", "awful"])
 
 

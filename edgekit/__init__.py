@@ -38,7 +38,7 @@ _LAZY = {
     "Router": "edgekit.router",
     "Policy": "edgekit.router",
     "TargetProfile": "edgekit.targets",
-    "bench": "edgekit.profiler",
+    "bench": "edgekit.devices.api",  # this machine, or device=[...] over SSH
     "predict": "edgekit.profiler",
     "package": "edgekit.package",  # the function; the module edgekit.package is callable too
     "optimize": "edgekit.optimize",  # the function, bound in edgekit/optimize/__init__.py

@@ -8,6 +8,7 @@ errors for every caller (``edgekit.load``, the profiler, ``edgekit bench``).
 
 from __future__ import annotations
 
+import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Literal
 from edgekit.errors import ArtifactError
 from edgekit.gguf_header import check_gguf_vocab
 from edgekit.manifest import MANIFEST_NAME, Manifest, ModelInfo, model_info_from_folder, read_manifest, verify_files
+from edgekit.protobuf import read_onnx_io
 
 # the file suffix of each format's bare model file
 SUFFIX_FORMAT = {".gguf": "gguf", ".onnx": "onnx"}
@@ -61,7 +63,12 @@ class ResolvedArtifact:
 
 def resolve_artifact(path: str | os.PathLike, *, check: Literal["model", "sizes", "hashes"] = "model",
                      ) -> ResolvedArtifact:
-    """Resolve ``path`` (an artifact folder, or a bare .gguf/.onnx file) or raise :class:`ArtifactError`.
+    """Resolve ``path`` (an artifact folder, a bare .gguf/.onnx file, or ``packaged:NAME``) or raise
+    :class:`ArtifactError`.
+
+    ``packaged:NAME`` is a packaged model that runs as it is (``packaged:smollm2-gguf``, see
+    :func:`edgekit.packaged.artifact_path`); a packaged name that is a source to export is a ConfigError
+    saying so. The result's ``path`` is then the packaged file.
 
     ``check`` for a folder: "model" only checks the model file is there; "sizes" checks every file's size
     against the manifest, "hashes" also its sha256 (see :func:`edgekit.manifest.verify_files`). A bare
@@ -69,6 +76,10 @@ def resolve_artifact(path: str | os.PathLike, *, check: Literal["model", "sizes"
     .gguf file's header is read, and a vocabulary llama.cpp would abort on is refused
     (:func:`edgekit.gguf_header.check_gguf_vocab`).
     """
+    if os.fspath(path).startswith("packaged:"):  # the one place a packaged artifact is resolved
+        from edgekit.packaged import artifact_path
+
+        path = artifact_path(os.fspath(path))
     p = Path(path).expanduser()
     if not p.exists():
         raise ArtifactError(f"{p} does not exist: pass an artifact folder, a .gguf or an .onnx file")
@@ -91,7 +102,20 @@ def resolve_artifact(path: str | os.PathLike, *, check: Literal["model", "sizes"
     if fmt == "gguf":
         check_gguf_vocab(p)  # duplicate tokens abort llama.cpp (SIGABRT): refused first (25 ms for SmolLM2's 98 MB)
         return ResolvedArtifact(p, p.parent, p, "gguf", "text-generation")
-    from edgekit.runtimes.onnx import infer_task_from_session
-
-    task = infer_task_from_session(p)
+    task = bare_onnx_task(p)
     return ResolvedArtifact(p, p.parent, p, "onnx", task, model=model_info_from_folder(p.parent, task))
+
+
+def bare_onnx_task(path: Path) -> str:
+    """For a bare .onnx file, from its graph (no onnxruntime): decoder if it takes a KV cache, classifier if it
+    outputs 2-D logits, else encoder."""
+    try:
+        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            inputs, outputs = read_onnx_io(buf)
+    except (OSError, ValueError, IndexError) as exc:
+        raise ArtifactError(f"{path} is not a loadable ONNX model (corrupt or truncated?): {exc}") from exc
+    if any(n.startswith("past_key_values.") for n in inputs):
+        return "text-generation"
+    if outputs.get("logits") == 2:
+        return "text-classification"
+    return "feature-extraction"

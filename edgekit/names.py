@@ -27,8 +27,3 @@ Task = Literal[TASKS]
 Kind = Literal[KINDS]
 Format = Literal[FORMATS]
 Backend = Literal[BACKENDS]
-
-
-def kind_of_task(task: str) -> str:
-    """The kind of model a task needs (``text-generation`` -> ``decoder``)."""
-    return KIND_OF_TASK[task]

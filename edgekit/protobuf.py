@@ -2,8 +2,10 @@
 
 The profiler reads an ONNX model's graph (initializers with their dims and data
 type, nodes with their operators, graph inputs with their element types) from a
-memory map, never copying the weights; ``targets detect`` writes one-node models
-for its microbenchmarks. Both need a handful of fields, not the ``onnx`` package
+memory map, never copying the weights; :func:`edgekit.artifact.resolve_artifact`
+reads a bare ``.onnx`` file's input names and output ranks the same way to tell
+its task without onnxruntime; ``targets detect`` writes one-node models
+for its microbenchmarks. All need a handful of fields, not the ``onnx`` package
 (an export-side dependency). Field numbers are those of ``onnx/onnx.proto``:
 
 * ModelProto: ir_version 1, graph 7, opset_import 8
@@ -211,6 +213,36 @@ def read_onnx_graph(buf) -> Graph:
         elif number == 11:
             inputs.append(_value_info_elem(buf, value))
     return Graph(inits, nodes, inputs)
+
+
+def _value_info_rank(buf, where) -> tuple[str, int | None]:
+    """A ValueInfoProto's name and its tensor's rank (the number of dims, fixed or named; None when unstated)."""
+    name, rank = "", None
+    for n2, w2, v2 in fields(buf, *where):
+        if n2 == 1:
+            name = text(buf, v2)
+        elif n2 == 2 and w2 == 2:
+            for n3, w3, v3 in fields(buf, *span(v2)):  # TypeProto.tensor_type
+                if n3 == 1 and w3 == 2:
+                    for n4, w4, v4 in fields(buf, *span(v3)):  # TypeProto.Tensor.shape
+                        if n4 == 2 and w4 == 2:
+                            rank = sum(1 for n5, _w5, _v5 in fields(buf, *span(v4)) if n5 == 1)
+    return name, rank
+
+
+def read_onnx_io(buf) -> tuple[list[str], dict[str, int | None]]:
+    """The main graph's input names, and its outputs' ranks by name, of a serialized ONNX ModelProto."""
+    graph = next((v for n, w, v in fields(buf, 0, len(buf)) if n == 7 and w == 2), None)
+    if graph is None:
+        raise ValueError("no graph")
+    inputs, outputs = [], {}
+    for number, wire, value in fields(buf, *graph):
+        if wire == 2 and number == 11:
+            inputs.append(_value_info_rank(buf, value)[0])
+        elif wire == 2 and number == 12:
+            name, rank = _value_info_rank(buf, value)
+            outputs[name] = rank
+    return inputs, outputs
 
 
 # ---- ONNX: writing ---------------------------------------------------------------------

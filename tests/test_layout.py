@@ -1,7 +1,30 @@
-"""The package's shape: no import cycles, small modules, shallow inheritance, an isolated test cache.
+"""The package's shape: no import cycles, imports that point one way, small modules, shallow inheritance, an
+isolated test cache.
 
 Imports are read from the source (``ast``), every ``import`` anywhere in a module counts, including
 those inside functions: a lazy import that closes a circle is still a circle, it only fails later.
+
+Which way imports may point (``LAYERS`` below; README.md's "Layers" shows the same table, and a test
+checks that both match it):
+
+| layer (lowest first) | modules in edgekit/ (a package: name/) | may import, besides itself |
+|---|---|---|
+| core | errors, names, quants, strict, fileio, protobuf, gguf_header, families, safetensors_io, pooling, hostmem, tomlio, progress, deps, version, translate | nothing else |
+| artifacts | manifest, sources, packaged, artifact, quality | core |
+| targets | targets/ | core |
+| runtimes | runtimes/ | core, artifacts |
+| exporters | exporters/ | core, artifacts |
+| router | router/ | core, artifacts, runtimes |
+| profiler | profiler/ | core, artifacts, targets, runtimes |
+| package | package/ | core, artifacts, targets, runtimes, profiler |
+| devices | devices/ | core, artifacts, targets, runtimes, profiler |
+| serve | serve/ | core, artifacts, runtimes, router |
+| optimize | optimize/ | core, artifacts, targets, runtimes, exporters, profiler, devices, package |
+| api | `__init__.py` | every row above |
+| cli | cli/, `__main__.py` | every row above |
+
+One seam, where the gate runs the artifact it wrote:
+exporters may import `edgekit.runtimes`, `edgekit.runtimes.onnx`, `edgekit.runtimes.llamacpp`, `edgekit.runtimes.tokenizer`
 """
 
 from __future__ import annotations
@@ -236,3 +259,106 @@ def test_no_test_holds_a_measured_metric_to_three_decimals():
              for f in metric_literal_findings(p)]
     assert not found, ("gate metrics move in the third decimal between hosts; assert a bound with a margin, a "
                        "relation, or agreement between two reports of one run:\n" + "\n".join(found))
+
+
+# ------------------------------------------------------------------ layers: imports point one way
+
+# (layer, the names directly under edgekit/ it holds, the lower layers it may import). A layer may always import
+# itself; lowest first, and a layer may import only layers listed before it, so no import points up and no two
+# layers import each other. "__init__" is the package itself (edgekit/__init__.py, the lazy public API).
+LAYERS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
+    ("core", ("errors", "names", "quants", "strict", "fileio", "protobuf", "gguf_header", "families",
+              "safetensors_io", "pooling", "hostmem", "tomlio", "progress", "deps", "version", "translate"), ()),
+    ("artifacts", ("manifest", "sources", "packaged", "artifact", "quality"), ("core",)),
+    ("targets", ("targets",), ("core",)),
+    ("runtimes", ("runtimes",), ("core", "artifacts")),
+    ("exporters", ("exporters",), ("core", "artifacts")),
+    ("router", ("router",), ("core", "artifacts", "runtimes")),
+    ("profiler", ("profiler",), ("core", "artifacts", "targets", "runtimes")),
+    ("package", ("package",), ("core", "artifacts", "targets", "runtimes", "profiler")),
+    ("devices", ("devices",), ("core", "artifacts", "targets", "runtimes", "profiler")),
+    ("serve", ("serve",), ("core", "artifacts", "runtimes", "router")),
+    ("optimize", ("optimize",), ("core", "artifacts", "targets", "runtimes", "exporters", "profiler", "devices",
+                                 "package")),
+    ("api", ("__init__",), ("core", "artifacts", "targets", "runtimes", "exporters", "router", "profiler",
+                            "package", "devices", "serve", "optimize")),
+    ("cli", ("cli", "__main__"), ("core", "artifacts", "targets", "runtimes", "exporters", "router", "profiler",
+                                  "package", "devices", "serve", "optimize", "api")),
+]
+# The one crossing outside the table: the gate runs the artifact it just wrote through these runtime modules
+# (documented in edgekit/exporters/__init__.py). Nothing else in the runtimes, and never the other way.
+SEAMS = {("exporters", "runtimes"): ("edgekit.runtimes", "edgekit.runtimes.onnx", "edgekit.runtimes.llamacpp",
+                                     "edgekit.runtimes.tokenizer")}
+README = PKG.parent / "README.md"
+
+
+def layer_of(module: str) -> str | None:
+    parts = module.split(".")
+    top = parts[1] if len(parts) > 1 else "__init__"
+    return next((name for name, tops, _ in LAYERS if top in tops), None)
+
+
+def bad_edges(graph: dict[str, set[str]]) -> list[str]:
+    """Every import the table does not allow, as 'importer [layer] -> imported [layer]'."""
+    allowed = {name: {name, *below} for name, _, below in LAYERS}
+    bad = []
+    for module in sorted(graph):
+        src = layer_of(module)
+        if src is None:
+            bad.append(f"{module}: in no layer (add its name to LAYERS in tests/test_layout.py)")
+            continue
+        for dep in sorted(graph[module]):
+            dst = layer_of(dep)
+            if dst in allowed[src] or dep in SEAMS.get((src, dst), ()):
+                continue
+            bad.append(f"{module} [{src}] -> {dep} [{dst}]")
+    return bad
+
+
+def layer_table() -> str:
+    """LAYERS as the Markdown table this module's docstring and README.md ("Layers") show."""
+    def names(tops: tuple[str, ...]) -> str:
+        return ", ".join(f"{t}/" if (PKG / t).is_dir() else f"`{t}.py`" if t.startswith("__") else t for t in tops)
+
+    rows, seen = [], []
+    for name, tops, below in LAYERS:
+        may = ("nothing else" if not below else "every row above" if len(below) > 2 and list(below) == seen
+               else ", ".join(below))
+        rows.append(f"| {name} | {names(tops)} | {may} |")
+        seen.append(name)
+    seams = [f"{a} may import {', '.join(f'`{m}`' for m in mods)}" for (a, _), mods in SEAMS.items()]
+    return "\n".join(["| layer (lowest first) | modules in edgekit/ (a package: name/) | may import, besides itself |",
+                      "|---|---|---|", *rows, "", "One seam, where the gate runs the artifact it wrote:", *seams])
+
+
+def test_the_layer_checker_finds_a_bad_edge():
+    graph = {"edgekit.quality": {"edgekit.runtimes.onnx", "edgekit.manifest"}, "edgekit.manifest": set(),
+             "edgekit.exporters.onnx": {"edgekit.runtimes.onnx", "edgekit.runtimes.base"},
+             "edgekit.runtimes.onnx": set(), "edgekit.runtimes.base": set(), "edgekit.distill.x": set()}
+    assert bad_edges(graph) == [
+        "edgekit.distill.x: in no layer (add its name to LAYERS in tests/test_layout.py)",
+        "edgekit.exporters.onnx [exporters] -> edgekit.runtimes.base [runtimes]",
+        "edgekit.quality [artifacts] -> edgekit.runtimes.onnx [runtimes]",
+    ]
+
+
+def test_the_layer_table_points_one_way():
+    order = [name for name, _, _ in LAYERS]
+    assert len(set(order)) == len(order)
+    up = [(name, b) for i, (name, _, below) in enumerate(LAYERS) for b in below if b not in order[:i]]
+    assert not up, f"a layer may import only layers listed before it in LAYERS: {up}"
+    tops = [t for _, ts, _ in LAYERS for t in ts]
+    assert len(set(tops)) == len(tops), "a name in two layers"
+    assert all((a, b) not in SEAMS for a, _, below in LAYERS for b in below), "a seam the table already allows"
+
+
+def test_every_import_points_down_the_layer_table():
+    bad = bad_edges(import_graph())
+    assert not bad, ("imports the layer table does not allow (move the function to the lower layer, or invert the "
+                     "dependency; the table is LAYERS in tests/test_layout.py):\n  " + "\n  ".join(bad))
+
+
+def test_the_layer_table_in_the_docs_is_the_one_checked():
+    table = layer_table()
+    assert table in (__doc__ or ""), "tests/test_layout.py's docstring shows another table: paste\n" + table
+    assert table in README.read_text(), "README.md's Layers section shows another table: paste\n" + table

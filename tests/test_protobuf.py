@@ -96,3 +96,34 @@ def test_varint_round_trip_including_negative_int64():
     for n in (0, 1, 127, 128, 300, 2**32, 2**63 - 1):
         assert pb.read_varint(pb.varint(n), 0) == (n, len(pb.varint(n)))
     assert len(pb.varint(-1)) == 10 and pb.read_varint(pb.varint(-1), 0)[0] == 2**64 - 1
+
+
+def test_io_reader_names_inputs_and_ranks_outputs_and_tells_a_bare_files_task(tmp_path):
+    """What ``resolve_artifact`` reads of a bare .onnx file, without onnxruntime: dims fixed, named or unknown."""
+    from edgekit.artifact import bare_onnx_task
+    from edgekit.errors import ArtifactError
+
+    def model(inputs, outputs) -> bytes:
+        vi = [[helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in side] for side in (inputs, outputs)]
+        return helper.make_model(helper.make_graph([], "g", *vi)).SerializeToString()
+
+    cases = {
+        "text-generation": model([("input_ids", ["b", "s"]), ("past_key_values.0.key", [1, 2, None, 8])],
+                                 [("logits", ["b", "s", 10]), ("present.0.key", None)]),
+        "text-classification": model([("input_ids", ["b", "s"])], [("logits", ["b", 2])]),
+        "feature-extraction": model([("input_ids", ["b", "s"])], [("last_hidden_state", ["b", "s", 8])]),
+    }
+    assert pb.read_onnx_io(cases["text-generation"]) == (["input_ids", "past_key_values.0.key"],
+                                                        {"logits": 3, "present.0.key": None})
+    for task, data in cases.items():
+        ref = onnx.load_from_string(data).graph
+        inputs, outputs = pb.read_onnx_io(data)
+        assert inputs == [i.name for i in ref.input]
+        assert outputs == {o.name: len(o.type.tensor_type.shape.dim) if o.type.tensor_type.HasField("shape") else None
+                           for o in ref.output}
+        (tmp_path / f"{task}.onnx").write_bytes(data)
+        assert bare_onnx_task(tmp_path / f"{task}.onnx") == task
+    for garbage in (b"", b"\x3a\x10abc", cases["text-generation"][:40]):
+        (tmp_path / "bad.onnx").write_bytes(garbage)
+        with pytest.raises(ArtifactError, match="not a loadable ONNX model"):
+            bare_onnx_task(tmp_path / "bad.onnx")

@@ -156,11 +156,12 @@ def detect(req: dict) -> dict:
 def version(req: dict) -> dict:
     import importlib.util
 
-    import edgekit
+    from edgekit.version import __version__
 
     runtimes = {m: importlib.util.find_spec(m) is not None for m in ("onnxruntime", "llama_cpp", "tokenizers", "numpy")}
     heavy = {m: importlib.util.find_spec(m) is not None for m in ("torch", "transformers")}
-    return {"edgekit": edgekit.__version__, "file": edgekit.__file__, "python": sys.version.split()[0],
+    package_init = str(Path(__file__).parents[1] / "__init__.py")  # what edgekit.__file__ says
+    return {"edgekit": __version__, "file": package_init, "python": sys.version.split()[0],
             "runtimes": runtimes, "heavy": heavy}
 
 

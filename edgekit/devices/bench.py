@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Sequence
 
 from edgekit.artifact import ResolvedArtifact
 from edgekit.devices import remote
@@ -32,7 +32,7 @@ from edgekit.devices.push import is_disk_full, push_artifact
 from edgekit.devices.registry import Device, get_device
 from edgekit.devices.setup import install
 from edgekit.devices.ssh import Connection, connect
-from edgekit.errors import ConfigError, DeviceError, EdgekitError
+from edgekit.errors import ConfigError, DeviceError, EdgekitError, check_int
 from edgekit.manifest import now_iso
 from edgekit.profiler.bench import bench_artifact, artifact_labels, gate_summary, preflight
 from edgekit.profiler.bench import bench as local_bench
@@ -74,11 +74,6 @@ class _DeviceProgress(Progress):
             yield _Step()
 
         return cm()
-
-
-def _check(name: str, value: Any, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}", param=name)
 
 
 def device_profile(device: Device, presets: list[TargetProfile]) -> tuple[TargetProfile | None, str]:
@@ -249,11 +244,11 @@ def bench_devices(
         raise ConfigError("pass at least one artifact to bench")
     for name, value, minimum in (("prompt_tokens", prompt_tokens, 1), ("gen_tokens", gen_tokens, 2), ("runs", runs, 1),
                                  ("warmup", warmup, 0), ("batch_reps", batch_reps, 1)):
-        _check(name, value, minimum)
+        check_int(name, value, minimum)
     if threads is not None:
-        _check("threads", threads, 1)
+        check_int("threads", threads, 1)
     if context is not None:
-        _check("context", context, 2)
+        check_int("context", context, 2)
     if not isinstance(timeout, (int, float)) or timeout <= 0:
         raise ConfigError(f"timeout must be a number of seconds > 0, got {timeout!r}", param="timeout")
     if isinstance(devices, str):

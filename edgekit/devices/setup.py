@@ -38,9 +38,7 @@ REQUIRED = ("numpy", "onnxruntime", "tokenizers")  # the runtime side a run need
 
 
 def source_root() -> Path:
-    import edgekit
-
-    root = Path(edgekit.__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]  # edgekit/devices/setup.py -> the folder holding edgekit/
     if not (root / "pyproject.toml").is_file():
         raise ConfigError("this edgekit is not installed from a source checkout, so no wheel can be built here: "
                           "install it editable (pip install -e .) from a checkout")

@@ -1,7 +1,8 @@
 """The profiler: measure artifacts per run in fresh processes, predict for devices not attached, report.
 
-* :func:`bench` (bench.py): runs, medians, peak RSS from ``wait4``, host calibration and predictions;
-  with ``device=`` (api.py) the same runs on devices over SSH (edgekit/devices).
+* :func:`bench` (bench.py): runs on this machine, medians, peak RSS from ``wait4``, host calibration and
+  predictions. ``edgekit.bench`` (:func:`edgekit.devices.api.bench`) adds ``device=``: the same runs on
+  devices over SSH; the profiler never imports ``edgekit.devices``, which sits above it.
 * :func:`predict` (api.py): decode/prefill tokens/s and memory need on a target, from an artifact or from
   a parameter count and a quantization.
 * report.py: the JSON report's Markdown table and PNG chart.
@@ -13,7 +14,8 @@ function of the same name once imported. Nothing here imports torch, transformer
 from __future__ import annotations
 
 import edgekit.profiler.bench  # noqa: F401  (the submodule first: the name ``bench`` below is the function)
-from edgekit.profiler.api import bench, predict
+from edgekit.profiler.api import predict
+from edgekit.profiler.bench import bench
 from edgekit.profiler.roofline import Calibration, Prediction
 from edgekit.profiler.schema import BenchReport
 from edgekit.profiler.shape import ModelShape

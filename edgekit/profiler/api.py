@@ -126,17 +126,3 @@ def predict_full(
     pred = roofline_predict(shape, profile, cal, threads=threads, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens,
                             context=context)
     return pred, shape, cal
-
-
-def bench(artifacts, *, device: str | list[str] | tuple[str, ...] = (), **options):
-    """Bench artifacts on this machine (:func:`edgekit.profiler.bench.bench`), or with ``device=`` (a registered
-    device name or several) on those devices over SSH, in parallel (:func:`edgekit.devices.bench.bench_devices`:
-    measured there, with edgekit's prediction for each device and its error). Same options, same report schema.
-    """
-    if not device:
-        from edgekit.profiler.bench import bench as bench_here
-
-        return bench_here(artifacts, **options)
-    from edgekit.devices.bench import bench_devices
-
-    return bench_devices(artifacts, [device] if isinstance(device, str) else list(device), **options)

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgekit.version import __version__
-from edgekit.errors import ConfigError
+from edgekit.errors import ConfigError, check_int
 from edgekit.artifact import ResolvedArtifact, resolve_artifact
 from edgekit.manifest import Manifest, now_iso
 from edgekit.profiler.roofline import calibrate, predict, save_calibration
@@ -191,11 +191,6 @@ def gate_summary(manifest: Manifest | None, kind: str) -> GateSummary | None:
 
 # ---- the bench -------------------------------------------------------------------------
 
-def _check_int(name: str, value, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
 def preflight(path: str | os.PathLike) -> tuple[ResolvedArtifact, ModelShape]:
     """Refuse a path that is not a benchable artifact before any run: (the resolved artifact, its shape)."""
     art = resolve_artifact(path, check="sizes")  # ArtifactError for missing or foreign files
@@ -228,14 +223,14 @@ def bench(
     progress = ensure(progress)
     if not artifacts:
         raise ConfigError("pass at least one artifact to bench")
-    _check_int("prompt_tokens", prompt_tokens, 1)
-    _check_int("gen_tokens", gen_tokens, 2)
-    _check_int("runs", runs, 1)
-    _check_int("warmup", warmup, 0)
-    _check_int("batch_reps", batch_reps, 1)
+    check_int("prompt_tokens", prompt_tokens, 1)
+    check_int("gen_tokens", gen_tokens, 2)
+    check_int("runs", runs, 1)
+    check_int("warmup", warmup, 0)
+    check_int("batch_reps", batch_reps, 1)
     check_threads(threads)  # the runtimes' one check: refuses counts this machine cannot use, warns above its CPUs
     if context is not None:
-        _check_int("context", context, 2)
+        check_int("context", context, 2)
     if not isinstance(timeout, (int, float)) or timeout <= 0:
         raise ConfigError(f"timeout must be a number of seconds > 0, got {timeout!r}")
     profiles = [t if isinstance(t, TargetProfile) else resolve_target(t) for t in targets]

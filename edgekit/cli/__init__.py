@@ -52,7 +52,7 @@ def _register() -> None:
     import pkgutil
 
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if not info.name.startswith("_") and info.name not in ("output", "routing"):  # helpers, no commands
+        if not info.name.startswith("_") and info.name not in ("options", "output", "routing"):  # helpers, no commands
             importlib.import_module(f"{__name__}.{info.name}")
 
 

@@ -6,32 +6,28 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
 from edgekit.cli import app
-from edgekit.cli.output import err, out, print_json
+from edgekit.cli.options import context_option, json_option, threads_option
+from edgekit.cli.output import err, print_json, print_table, rows_table
 
 TARGET_HELP = ("Target device (repeatable): a preset ('edgekit targets list'), 'host', or a .toml profile. Each gets "
                "a prediction beside the host measurement and a RAM-budget check; with one target the runs use its "
                "thread count (at most this machine's CPUs).")
 
+# the text columns of bench's tables (the rest are numbers, right-justified)
+TEXT_COLUMNS = ("artifact", "format", "precision", "status", "gate", "target", "bound")
 
-def rows_table(rows: list[dict[str, str]], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    cols = list(dict.fromkeys(k for row in rows for k in row))
-    for c in cols:
-        table.add_column(c, justify="left" if c in ("artifact", "format", "precision", "status", "gate", "target", "bound")
-                         else "right", no_wrap=c == "artifact")
-    for row in rows:  # plain text: a label or an error holding [brackets] is not Rich markup
-        table.add_row(*(Text(row.get(c, "-")) for c in cols))
-    return table
+
+def _table(rows: list[dict[str, str]], title: str):
+    return rows_table(rows, title, left=TEXT_COLUMNS, no_wrap=("artifact",))
 
 
 @app.command("bench")
 def bench_cmd(
     artifacts: List[Path] = typer.Argument(
-        ..., show_default=False, help="Artifact folders (ONNX or GGUF) or bare .gguf/.onnx files.",
+        ..., show_default=False,
+        help="Artifact folders (ONNX or GGUF), bare .gguf/.onnx files, or packaged:smollm2-gguf.",
     ),
     target: List[str] = typer.Option([], "--target", "-t", help=TARGET_HELP, show_default=False),
     prompt_tokens: int = typer.Option(
@@ -44,14 +40,8 @@ def bench_cmd(
     ),
     runs: int = typer.Option(5, "--runs", min=1, help="Measured runs per artifact, each in a fresh process."),
     warmup: int = typer.Option(1, "--warmup", min=0, help="Warm-up runs per artifact (run, reported, not counted)."),
-    threads: Optional[int] = typer.Option(
-        None, "--threads", min=1,
-        help="CPU threads per run (default: the target's, else all CPUs).",
-    ),
-    context: Optional[int] = typer.Option(
-        None, "--context", min=2,
-        help="Context window to load with (default: the runtime's).",
-    ),
+    threads: Optional[int] = threads_option("CPU threads per run (default: the target's, else all CPUs)."),
+    context: Optional[int] = context_option("Context window to load with (default: the runtime's)."),
     timeout: float = typer.Option(
         600.0, "--timeout", min=0.1,
         help="Seconds before a run is killed and reported as failed.",
@@ -67,7 +57,7 @@ def bench_cmd(
     accept_new_host_key: bool = typer.Option(
         False, "--accept-new-host-key", help="With --device: trust a device's SSH host key not yet in known_hosts.",
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print the JSON report on stdout instead of the tables."),
+    as_json: bool = json_option("Print the JSON report on stdout instead of the tables."),
     output: Optional[Path] = typer.Option(
         None, "-o", "--output", metavar="FILE", show_default=False,
         help="Also write the JSON report to FILE (checked writable before the runs start).",
@@ -113,10 +103,10 @@ def bench_cmd(
 
         print_device_report(result)
     else:
-        out.print(rows_table(measured_rows(result), f"measured on this machine ({result.settings.threads} threads)"))
+        print_table(_table(measured_rows(result), f"measured on this machine ({result.settings.threads} threads)"))
         preds = prediction_rows(result)
         if preds:
-            out.print(rows_table(preds, "predicted per target (roofline calibrated on this machine)"))
+            print_table(_table(preds, "predicted per target (roofline calibrated on this machine)"))
     busy = [r.label for r in result.results if r.calibration and (r.calibration.cpu_wait_fraction or 0) > 0.10]
     if busy:
         err.print(f"[yellow]warning[/]: runs of {', '.join(busy)} waited >10% of their time for a CPU (busy host): "

@@ -10,7 +10,8 @@ import typer
 from rich.table import Table
 
 from edgekit.cli import app
-from edgekit.cli.output import err, out, print_json
+from edgekit.cli.options import context_option, json_option, threads_option
+from edgekit.cli.output import err, out, print_json, print_table
 from edgekit.cli.run import ARTIFACT_HELP, load_model
 from edgekit.errors import ConfigError
 
@@ -27,11 +28,11 @@ def calibrate_cmd(
     match: str = typer.Option("contains", "--match", help="contains: the answer holds a reference (normalised, whole words); exact: it is one."),
     system: Optional[str] = typer.Option(None, "--system", help="A system message before each question.", show_default=False),
     max_tokens: int = typer.Option(24, "--max-tokens", min=1, help="Tokens per answer."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for the local model."),
-    context: Optional[int] = typer.Option(None, "--context", min=2, help="Local context window in tokens."),
+    threads: Optional[int] = threads_option("CPU threads for the local model."),
+    context: Optional[int] = context_option("Local context window in tokens."),
     config: Optional[Path] = typer.Option(None, "--config", help="edgekit.toml to update (default: $EDGEKIT_CONFIG, else ./edgekit.toml, created if missing).", show_default=False),
     write: bool = typer.Option(True, "--write/--no-write", help="Save the chosen threshold, first_k and quantile to [policy] in the config."),
-    as_json: bool = typer.Option(False, "--json", help="Print the table, the choice and every answer as JSON."),
+    as_json: bool = json_option("Print the table, the choice and every answer as JSON."),
 ):
     """Run the local model on labelled questions and tabulate, per threshold, the share it would answer
     locally and its accuracy on that share; write the chosen threshold to edgekit.toml.
@@ -73,7 +74,7 @@ def calibrate_cmd(
             "config": str(written) if written else None, "samples": cal.samples_as_dicts(samples),
         })
         return
-    out.print(_table(rows, chosen, policy, stats))
+    print_table(_table(rows, chosen, policy, stats))
     kinds = ", ".join(f"{k} {v['accuracy']:.1%} of {v['questions']}" for k, v in stats["by_kind"].items())
     auroc = f"{stats['auroc']:.3f}" if stats["auroc"] is not None else "n/a"
     out.print(f"local accuracy on all {stats['questions']} questions: {stats['accuracy']:.1%} ({kinds}); "

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Optional
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
 from edgekit.cli import app
-from edgekit.cli.output import err, human_size, out, print_json
+from edgekit.cli.options import force_option, json_option
+from edgekit.cli.output import err, fields_table, human_size, out, print_json, print_table, rows_table
 
 devices_app = typer.Typer(
     help="Devices reached over SSH (~/.ssh/config, the agent and known_hosts are honoured): add one, set edgekit's "
@@ -21,14 +20,9 @@ app.add_typer(devices_app, name="devices")
 ACCEPT_HELP = "Trust the device's SSH host key if known_hosts has none for it yet (a changed key is always refused)."
 
 
-def _table(rows: list[dict[str, str]], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    cols = list(dict.fromkeys(k for row in rows for k in row))
-    for c in cols:
-        table.add_column(c, justify="right" if any(w in c for w in ("tok/s", "pred", "err", "items", "RSS")) else "left")
-    for row in rows:
-        table.add_row(*(Text(row.get(c, "-")) for c in cols))
-    return table
+def _table(rows: list[dict[str, str]], title: str):
+    """Numbers (tok/s, predictions, errors, items, RSS) right-justified, the rest left."""
+    return rows_table(rows, title, left=lambda c: not any(w in c for w in ("tok/s", "pred", "err", "items", "RSS")))
 
 
 @devices_app.command("add")
@@ -41,8 +35,8 @@ def add_cmd(
         None, "--memory-limit-mb", min=16, help="Resident memory a bench run may use on the device: above it the run "
                                                 "is killed (SIGKILL, like a cgroup limit) and reported as out of memory."),
     remote_dir: str = typer.Option(".edgekit", "--remote-dir", help="edgekit's folder on the device, in its home."),
-    force: bool = typer.Option(False, "--force", help="Replace a device of the same name."),
-    as_json: bool = typer.Option(False, "--json", help="Print the device record as JSON."),
+    force: bool = force_option("Replace a device of the same name."),
+    as_json: bool = json_option("Print the device record as JSON."),
 ):
     """Register a device (nothing is sent to it; 'edgekit devices check NAME' connects)."""
     from edgekit.devices.registry import add_device, registry_path
@@ -56,7 +50,7 @@ def add_cmd(
 
 
 @devices_app.command("list")
-def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print the devices as JSON.")):
+def list_cmd(as_json: bool = json_option("Print the devices as JSON.")):
     """List the registered devices and what is set up on each."""
     from edgekit.devices.registry import load_registry, registry_path
 
@@ -67,17 +61,17 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print the devic
     if not reg.devices:
         out.print(f"no devices yet ({registry_path()}): add one with 'edgekit devices add NAME ssh://user@host'")
         return
-    out.print(_table([{"name": d.name, "address": d.address, "python": d.python or "not set up",
-                       "edgekit": d.edgekit_version or "-", "build": d.build or "-",
-                       "memory limit": f"{d.memory_limit_mb} MB" if d.memory_limit_mb else "-",
-                       "profile": d.profile or "-"} for d in reg.devices], f"devices ({registry_path()})"))
+    print_table(_table([{"name": d.name, "address": d.address, "python": d.python or "not set up",
+                         "edgekit": d.edgekit_version or "-", "build": d.build or "-",
+                         "memory limit": f"{d.memory_limit_mb} MB" if d.memory_limit_mb else "-",
+                         "profile": d.profile or "-"} for d in reg.devices], f"devices ({registry_path()})"))
 
 
 @devices_app.command("check")
 def check_cmd(
     name: str = typer.Argument(..., show_default=False, help="A registered device."),
     accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key", help=ACCEPT_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print the facts as JSON."),
+    as_json: bool = json_option("Print the facts as JSON."),
 ):
     """Connect and report: OS/arch, Python, CPU model and cores, RAM total/available, free disk, edgekit there."""
     from edgekit.devices import remote
@@ -102,12 +96,7 @@ def check_cmd(
             ("free disk", f"{human_size(facts['disk_free_bytes'])} in ~/{device.remote_dir}"),
             ("edgekit", f"{ek['edgekit']} with {device.python}" if ek else
              facts.get("edgekit_error") or f"not set up: 'edgekit devices setup {name}'")]
-    table = Table(title=f"device {name} ({device.address})", title_justify="left", show_header=False)
-    table.add_column("field", style="bold")
-    table.add_column("value")
-    for k, v in rows:
-        table.add_row(k, Text(str(v)))
-    out.print(table)
+    print_table(fields_table(f"device {name} ({device.address})", rows))
 
 
 @devices_app.command("setup")
@@ -119,7 +108,7 @@ def setup_cmd(
                                                "virtual environment."),
     gguf: bool = typer.Option(True, "--gguf/--no-gguf", help="Private environment: also install llama-cpp-python."),
     accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key", help=ACCEPT_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print what was installed as JSON."),
+    as_json: bool = json_option("Print what was installed as JSON."),
 ):
     """Install this edgekit's runtime side on the device from a wheel built here (no torch); a cache hit when it is."""
     from edgekit.devices.setup import setup_device
@@ -168,8 +157,8 @@ def remove_cmd(
 def print_device_report(report) -> None:
     from edgekit.profiler.report import device_rows
 
-    out.print(_table(device_rows(report), "measured on the devices vs edgekit's prediction (error = predicted / "
-                                          "measured - 1)"))
+    print_table(_table(device_rows(report), "measured on the devices vs edgekit's prediction (error = predicted / "
+                                            "measured - 1)"))
     for d in report.devices:
         sent = f"sent {human_size(d.bytes_sent)}, {d.pushes_skipped} of {d.pushes} pushes skipped (already there)"
         line = f"{d.name} ({d.address}): {d.status}; {sent}" + (f"; {d.error}" if d.error else "")

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from edgekit.cli import app
+from edgekit.cli.options import json_option, threads_option
 from edgekit.cli.output import out, print_json
 
 
@@ -15,9 +16,9 @@ from edgekit.cli.output import out, print_json
 def embed_cmd(
     artifact: Path = typer.Argument(..., help="An encoder artifact folder (or a bare .onnx encoder).", show_default=False),
     texts: List[str] = typer.Argument(None, help="Texts to embed; read one per line from stdin when none are given.", show_default=False),
-    as_json: bool = typer.Option(False, "--json", help="Print {'model', 'dim', 'vectors'} as JSON."),
+    as_json: bool = json_option("Print {'model', 'dim', 'vectors'} as JSON."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Texts per onnxruntime call."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="onnxruntime threads."),
+    threads: Optional[int] = threads_option("onnxruntime threads."),
 ):
     """Embed texts with the model's own pooling and normalisation (mean pooling for MiniLM).
 

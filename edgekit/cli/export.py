@@ -1,4 +1,9 @@
-"""``edgekit export onnx|gguf`` and ``edgekit gate``."""
+"""``edgekit export onnx|gguf`` and ``edgekit gate``.
+
+``export onnx`` has two paths (``--via``): decoders of the families the fused builder covers are written as
+one fused graph straight from the safetensors (:mod:`edgekit.exporters.onnx_fused`); everything else is traced
+with optimum-onnx and quantized with onnxruntime (:mod:`edgekit.exporters.onnx`). Both end in the quality gate.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,10 @@ import typer
 
 from edgekit import quants
 from edgekit.cli import app
-from edgekit.cli.output import err, gate_table, human_size, out, print_json
+from edgekit.cli.options import force_option, json_option, threads_option
+from edgekit.cli.output import err, gate_table, human_size, out, print_json, print_table
 from edgekit.errors import ConfigError, QualityGateError
+from edgekit.fileio import not_a_file
 from edgekit.names import TASK_CHOICES
 
 export_app = typer.Typer(
@@ -48,6 +55,14 @@ def quant_option(format: str, *names: str, more_help: str = ""):
     return Annotated[choice, typer.Option(*names, help=quants.help_text(format) + more_help)]
 
 
+def families_option(exporter: str, type_, *names: str, help: str, **kwargs):
+    """An option whose help names the model types ``exporter`` covers (``{families}`` in ``help``), read from
+    :mod:`edgekit.families` when Typer builds the command, as :func:`quant_option` reads the quant table."""
+    from edgekit import families
+
+    return Annotated[type_, typer.Option(*names, help=help.format(families=families.help_list(exporter)), **kwargs)]
+
+
 SOURCE_HELP = (
     "A local Hugging Face model folder (works offline), a hub id such as org/name (online), "
     "or packaged:minilm / packaged:smollm2 for the small models edgekit's test packages ship."
@@ -65,7 +80,7 @@ def load_postprocess(spec: str) -> Callable:
         raise ConfigError(f"--postprocess {spec!r} must look like path/to/file.py:function")
     path = Path(file)
     if not path.is_file():
-        raise ConfigError(f"--postprocess file {path} does not exist")
+        raise ConfigError(f"--postprocess file {path} {not_a_file(path)}")
     module_spec = importlib.util.spec_from_file_location(f"edgekit_postprocess_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
     try:
@@ -84,7 +99,7 @@ def report_result(artifact, as_json: bool) -> None:
         print_json({"path": str(artifact.path), "manifest": m.model_dump(mode="json")})
         return
     gates = [(g.precision or "stage", g) for g in m.stage_gates] + [(m.precision, m.gate)]
-    out.print(gate_table(gates))
+    print_table(gate_table(gates))
     out.print(
         f"[green]wrote[/] {artifact.path}  ({m.format}, {m.task}, {m.precision}, "
         f"{human_size(artifact.size_bytes)}, gate {m.gate.status})"
@@ -93,7 +108,8 @@ def report_result(artifact, as_json: bool) -> None:
 
 def report_gate_failure(exc: QualityGateError) -> None:
     if exc.report is not None:
-        err.print(gate_table([(exc.report.precision or "artifact", exc.report)], title="quality gate (failed)"))
+        print_table(gate_table([(exc.report.precision or "artifact", exc.report)], title="quality gate (failed)"),
+                    console=err)
 
 
 @export_app.command("onnx")
@@ -107,17 +123,15 @@ def export_onnx_cmd(
         help="int8 form: dynamic (quantize_dynamic, per-channel weights, per-tensor activations), blockwise "
         "(MatMulNBits 8-bit, per-block activations); auto = dynamic for encoders, blockwise for decoders.",
     ),
-    via: Via = typer.Option(
-        Via.auto, "--via",
-        help="auto: decoders of covered families (llama, mistral, qwen2, qwen3, gemma, gemma3_text, phi3) are built "
-        "as one fused graph from the "
+    via: families_option(
+        "onnx", Via, "--via",
+        help="auto: decoders of covered families ({families}) are built as one fused graph from the "
         "safetensors (fp32/int8/int4), the rest traced with optimum-onnx; fused: insist on the fused graph; "
         "optimum: always trace with optimum-onnx.",
-    ),
+    ) = Via.auto,
     prompts: Optional[Path] = typer.Option(None, "--prompts", help="Gate prompts, one per line (default: 20 built-in prompts)."),
-    force: bool = typer.Option(
-        False, "--force",
-        help="Replace OUTPUT if it is an edgekit artifact or an empty folder (only once the new artifact is complete); "
+    force: bool = force_option(
+        "Replace OUTPUT if it is an edgekit artifact or an empty folder (only once the new artifact is complete); "
         "any other folder is refused.",
     ),
     threshold: List[str] = typer.Option([], "--threshold", help=THRESHOLD_HELP, show_default=False),
@@ -128,13 +142,16 @@ def export_onnx_cmd(
     ),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Accept pickle (.bin) weights; loading a pickle runs code."),
     revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit) for hub ids."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="onnxruntime threads for the gate."),
+    threads: Optional[int] = threads_option("onnxruntime threads for the gate."),
     postprocess: Optional[str] = typer.Option(
         None, "--postprocess", help="FILE.py:FUNC applied to the traced onnx.ModelProto before quantization (graph edits).",
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+    as_json: bool = json_option("Print the manifest as JSON."),
 ):
-    """Export to ONNX with optimum-onnx, quantize with onnxruntime, and gate the result against the original.
+    """Export to ONNX and gate the result against the original.
+
+    Decoders of covered families are built as one fused graph from the safetensors; the rest (and --via
+    optimum) are traced with optimum-onnx and quantized with onnxruntime (see --via).
 
     The artifact is built beside OUTPUT and renamed into place only when the gate passes:
     a failed gate exits 1 and leaves nothing at OUTPUT.
@@ -164,8 +181,8 @@ def gate_cmd(
     prompts: Optional[Path] = typer.Option(None, "--prompts", help="Gate prompts, one per line."),
     threshold: List[str] = typer.Option([], "--threshold", help=THRESHOLD_HELP, show_default=False),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Accept pickle (.bin) weights in the source."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="onnxruntime threads."),
-    as_json: bool = typer.Option(False, "--json", help="Print the gate report as JSON."),
+    threads: Optional[int] = threads_option("onnxruntime threads."),
+    as_json: bool = json_option("Print the gate report as JSON."),
 ):
     """Re-run the quality gate of an existing artifact against its original model (exit 1 when it fails)."""
     from edgekit.exporters import gate_artifact
@@ -179,5 +196,5 @@ def gate_cmd(
     if as_json:
         print_json(report.model_dump(mode="json"))
     else:
-        out.print(gate_table([(report.precision or "artifact", report)]))
+        print_table(gate_table([(report.precision or "artifact", report)]))
     raise_if_failed(report)

@@ -12,10 +12,12 @@ from edgekit.cli.export import (
     SOURCE_HELP,
     THRESHOLD_HELP,
     export_app,
+    families_option,
     quant_option,
     report_gate_failure,
     report_result,
 )
+from edgekit.cli.options import force_option, json_option, threads_option
 from edgekit.cli.output import err
 from edgekit.errors import QualityGateError
 
@@ -32,26 +34,23 @@ def export_gguf_cmd(
     output: Path = typer.Option(..., "-o", "--output", help="Artifact folder to create (must not exist unless --force).", show_default=False),
     quant: quant_option("gguf", "--quant", "-q", more_help=_made_by()) = "f16",
     prompts: Optional[Path] = typer.Option(None, "--prompts", help="Gate prompts, one per line (default: 20 built-in prompts)."),
-    force: bool = typer.Option(
-        False, "--force",
-        help="Replace OUTPUT if it is an edgekit artifact or an empty folder (only once the new artifact is complete); "
+    force: bool = force_option(
+        "Replace OUTPUT if it is an edgekit artifact or an empty folder (only once the new artifact is complete); "
         "any other folder is refused.",
     ),
     threshold: List[str] = typer.Option([], "--threshold", help=THRESHOLD_HELP, show_default=False),
     no_gate: bool = typer.Option(False, "--no-gate", help="Skip the quality gate (the manifest records it as skipped)."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Accept pickle (.bin) weights; loading a pickle runs code."),
-    llama_cpp_converter: Optional[Path] = typer.Option(
-        None, "--llama-cpp-converter", envvar="EDGEKIT_LLAMA_CPP_CONVERTER", show_envvar=True,
-        help="llama.cpp's convert_hf_to_gguf.py: convert with it instead of edgekit's converter "
-        "(for architectures edgekit does not cover); quantization and the gate stay the same.",
-    ),
-    threads: Optional[int] = typer.Option(
-        None, "--threads", min=1, help="Threads for the gate (llama.cpp and the transformers reference) and the quantizer.",
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+    llama_cpp_converter: families_option(
+        "gguf", Optional[Path], "--llama-cpp-converter", envvar="EDGEKIT_LLAMA_CPP_CONVERTER", show_envvar=True,
+        help="llama.cpp's convert_hf_to_gguf.py: convert with it instead of edgekit's converter, which covers the "
+        "model types {families}; quantization and the gate stay the same.",
+    ) = None,
+    threads: Optional[int] = threads_option("Threads for the gate (llama.cpp and the transformers reference) and the quantizer."),
+    as_json: bool = json_option("Print the manifest as JSON."),
 ):
-    """Convert to GGUF (llama family, Qwen2/2.5, Qwen3, Gemma, Gemma 3, Phi-3), quantize with llama.cpp, and gate the
-    result against the original transformers model.
+    """Convert to GGUF (edgekit's converter for the model types --llama-cpp-converter names), quantize with
+    llama.cpp, and gate the result against the original transformers model.
 
     The tokenizer is checked against llama.cpp's own before the file is written: a tokenizer llama.cpp
     cannot reproduce is an error, not a GGUF that tokenizes differently. The artifact is built beside

@@ -7,14 +7,15 @@ from pathlib import Path
 import typer
 
 from edgekit.cli import app
-from edgekit.cli.output import manifest_tables, out, print_json
+from edgekit.cli.options import json_option
+from edgekit.cli.output import manifest_tables, out, print_json, print_table
 
 
 @app.command("inspect")
 def inspect_cmd(
     artifact: Path = typer.Argument(..., help="An artifact folder made by 'edgekit export', or a package made by "
                                     "'edgekit package'.", show_default=False),
-    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+    as_json: bool = json_option("Print the manifest as JSON."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check every file's size and sha256 against the manifest."),
 ):
     """Show the manifest (source, precision, gate metrics, files, versions) and verify the file hashes.
@@ -35,7 +36,6 @@ def inspect_cmd(
     if as_json:
         print_json({"path": str(artifact), "verified": verify, "manifest": manifest.model_dump(mode="json")})
         return
-    for table in manifest_tables(manifest, str(artifact)):
-        out.print(table)
+    print_table(*manifest_tables(manifest, str(artifact)))
     if verify:
         out.print(f"[green]verified[/]: all {len(manifest.files)} files match their sha256")

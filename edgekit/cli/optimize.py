@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
 from edgekit.cli import app
-from edgekit.cli.output import err, out, print_json
+from edgekit.cli.options import context_option, force_option, json_option, threads_option
+from edgekit.cli.output import err, out, print_json, print_table, rows_table
 
 
 class Objective(str, Enum):
@@ -33,15 +32,8 @@ QUANTS_HELP = (
 )
 
 
-def _table(rows: list[dict[str, str]], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    cols = list(dict.fromkeys(k for row in rows for k in row))
-    for c in cols:
-        table.add_column(c, justify="left" if c in ("candidate", "status", "gate", "cache", "plan") else "right",
-                         no_wrap=c == "candidate", overflow="fold")
-    for row in rows:
-        table.add_row(*(Text(row.get(c, "-")) for c in cols))
-    return table
+def _table(rows: list[dict[str, str]], title: str):
+    return rows_table(rows, title, left=("candidate", "status", "gate", "cache", "plan"), no_wrap=("candidate",))
 
 
 def plan_rows(report) -> list[dict[str, str]]:
@@ -121,7 +113,7 @@ def optimize_cmd(
         help="Once a candidate misses the quality floor, prune the lower-bit candidates of its format without "
         "exporting them (quality taken as monotone in bits); --no-quality-prune tries them all.",
     ),
-    force: bool = typer.Option(False, "--force", help="Replace OUT if it is an earlier optimize output or empty."),
+    force: bool = force_option("Replace OUT if it is an earlier optimize output or empty."),
     prompts: Optional[Path] = typer.Option(
         None, "--prompts", help="Gate prompts, one per line (default: 20 built-in).",
     ),
@@ -131,21 +123,18 @@ def optimize_cmd(
         128, "--prompt-tokens", min=1, help="Bench prompt length in tokens (prefill, TTFT).",
     ),
     gen_tokens: int = typer.Option(64, "--gen-tokens", min=2, help="Bench generated tokens per run."),
-    threads: Optional[int] = typer.Option(
-        None, "--threads", min=1, help="Threads on the target (default and maximum: its profile's).",
-    ),
+    threads: Optional[int] = threads_option("Threads on the target (default and maximum: its profile's)."),
     host_threads: Optional[int] = typer.Option(
         None, "--host-threads", min=1, help="Threads of the runs on this machine (default: the target's, at most "
         "this machine's CPUs; predictions come from a one-thread calibration either way).",
     ),
-    context: Optional[int] = typer.Option(
-        None, "--context", min=2,
-        help="KV cache positions (tokens) the memory check counts (default: the model's context, at most 4096).",
+    context: Optional[int] = context_option(
+        "KV cache positions (tokens) the memory check counts (default: the model's context, at most 4096).",
     ),
     accept_new_host_key: bool = typer.Option(
         False, "--accept-new-host-key", help="With --device: trust its SSH host key if not yet in known_hosts.",
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print the JSON report on stdout instead of the tables."),
+    as_json: bool = json_option("Print the JSON report on stdout instead of the tables."),
 ):
     """Choose what to ship: export, gate and measure GGUF and ONNX candidates, and pick the best that meets every
     constraint.
@@ -176,9 +165,9 @@ def optimize_cmd(
         print_json(report.to_json())
         return
     if dry_run:
-        out.print(_table(plan_rows(report), f"plan: {report.source} for {report.target} (nothing exported)"))
+        print_table(_table(plan_rows(report), f"plan: {report.source} for {report.target} (nothing exported)"))
         return
-    out.print(_table(candidate_rows(report), f"candidates for {report.target} (* on the Pareto front)"))
+    print_table(_table(candidate_rows(report), f"candidates for {report.target} (* on the Pareto front)"))
     out.print(f"Pareto front (quality vs speed vs size): {', '.join(report.pareto) or '-'}")
     choice = result.choice
     k = report.counters

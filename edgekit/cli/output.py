@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import re
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 from edgekit.manifest import GateReport, Manifest
 from edgekit.quality import METRICS
@@ -114,6 +116,57 @@ def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
+# ---- tables: every CLI table is built here or printed by print_table ----------------------------
+
+def rows_table(rows: list[dict[str, str]], title: str, *, left: Iterable[str] | Callable[[str], bool] = (),
+               no_wrap: Iterable[str] = ()) -> Table:
+    """A table of ``rows`` (one dict each; the columns in the order they first appear, '-' where a row has
+    none). Columns named in ``left`` (or for which it returns true) are left-justified, the rest (numbers)
+    right-justified; a cell too wide for a terminal folds onto more lines (never cut to '…'); columns in
+    ``no_wrap`` (labels) stay on one line. Cells are plain text: a label or an error holding [brackets] is
+    not Rich markup."""
+    is_left = left if callable(left) else set(left).__contains__
+    keep = set(no_wrap)
+    table = Table(title=title, title_justify="left")
+    cols = list(dict.fromkeys(k for row in rows for k in row))
+    for c in cols:
+        table.add_column(c, justify="left" if is_left(c) else "right", no_wrap=c in keep, overflow="fold")
+    for row in rows:
+        table.add_row(*(Text(row.get(c, "-")) for c in cols))
+    return table
+
+
+def fields_table(title: str, rows: Iterable[tuple[str, Any]], *, markup: bool = False) -> Table:
+    """A two-column table without a header: a bold field name and its value (plain text unless ``markup``)."""
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for k, v in rows:
+        table.add_row(k, v if markup else Text(str(v)))
+    return table
+
+
+# On a pipe a table is measured up to this width (its cells fold beyond it): no real table comes near it.
+PIPE_WIDTH_LIMIT = 1000
+
+
+def print_table(*tables: Table, console: Console | None = None) -> None:
+    """Print ``tables`` on ``console`` (stdout's by default).
+
+    On a terminal Rich fits a table to the window. On a pipe or a file (``edgekit bench ... | tee log``)
+    Rich would assume 80 columns (or $COLUMNS) and cut every cell to '…'; there each table is printed at
+    its natural width instead, so every value is there in full.
+    """
+    console = console or out
+    for table in tables:
+        if console.is_terminal:
+            console.print(table)
+            continue
+        wide = console.options.update_width(PIPE_WIDTH_LIMIT)
+        width = max(Measurement.get(console, wide, table).maximum, 1)
+        Console(file=console.file, width=width, highlight=False, no_color=console.no_color).print(table)
+
+
 def human_size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if abs(n) < 1000 or unit == "GB":
@@ -142,9 +195,6 @@ def gate_table(reports: list[tuple[str, GateReport]], title: str = "quality gate
 
 
 def manifest_tables(m: Manifest, path: str) -> list[Table]:
-    summary = Table(title=f"artifact {path}", title_justify="left", show_header=False)
-    summary.add_column("field", style="bold")
-    summary.add_column("value")
     src = m.source.hub_id or m.source.path
     rows = [
         ("format", m.format), ("task", m.task), ("precision", m.precision),
@@ -160,8 +210,7 @@ def manifest_tables(m: Manifest, path: str) -> list[Table]:
         ("created", m.created_at), ("schema", str(m.schema_version)),
         ("versions", ", ".join(f"{k} {v}" for k, v in m.versions.items())),
     ]
-    for k, v in rows:
-        summary.add_row(k, v)
+    summary = fields_table(f"artifact {path}", rows)
     files = Table(title="files", title_justify="left")
     files.add_column("path")
     files.add_column("size", justify="right")

@@ -10,7 +10,8 @@ import typer
 from rich.table import Table
 
 from edgekit.cli import app
-from edgekit.cli.output import err, gate_table, human_size, out, print_json
+from edgekit.cli.options import context_option, force_option, json_option, threads_option
+from edgekit.cli.output import err, fields_table, gate_table, human_size, out, print_json, print_table
 
 
 class PlatformChoice(str, Enum):
@@ -28,9 +29,6 @@ class EpChoice(str, Enum):
 
 
 def _summary(m, path: str) -> Table:
-    t = Table(title=f"package {path}", title_justify="left", show_header=False)
-    t.add_column("field", style="bold")
-    t.add_column("value")
     mem = m.memory
     fit = "-"
     if mem.budget_bytes is not None:
@@ -49,9 +47,7 @@ def _summary(m, path: str) -> Table:
         ("gate", f"{m.gate.status} ({m.gate.n_prompts} prompts)" if m.gate.status != "skipped" else "skipped"),
         ("created", m.created_at),
     ]
-    for k, v in rows:
-        t.add_row(k, v)
-    return t
+    return fields_table(f"package {path}", rows, markup=True)
 
 
 def _sizes(report: dict) -> Table:
@@ -88,17 +84,17 @@ def show_package(path: Path, *, as_json: bool, verify: bool) -> None:
         print_json({"path": str(path), "verified": verify, "package": m.model_dump(mode="json"),
                     "size_report": report})
         return
-    out.print(_summary(m, str(path)))
+    print_table(_summary(m, str(path)))
     if report:
-        out.print(_sizes(report))
+        print_table(_sizes(report))
     gates = [(g.precision or "stage", g) for g in m.stage_gates] + [(m.precision, m.gate)]
-    out.print(gate_table(gates, title="quality gate (from the artifact)"))
+    print_table(gate_table(gates, title="quality gate (from the artifact)"))
     files = Table(title="files", title_justify="left")
     for col in ("path", "size", "sha256"):
         files.add_column(col, justify="right" if col == "size" else "left")
     for f in m.files:
         files.add_row(f.path, human_size(f.size), f.sha256[:16] + "…")
-    out.print(files)
+    print_table(files)
     if verify:
         out.print(f"[green]verified[/]: all {len(m.files)} files match their sha256")
 
@@ -115,17 +111,17 @@ def package_cmd(
     target: Optional[str] = typer.Option(
         None, "--target", help="A target profile (pixel-8, iphone-15-pro, a .toml file): fills threads and context "
         "and refuses a model whose weights + KV cache exceed its app RAM budget."),
-    context: Optional[int] = typer.Option(None, "--context", help="Decoders: the context to allocate (checked "
-                                          "against the target's RAM budget); default: the largest that fits, <= 4096."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads for the runtime (default: the "
-                                          "target's big cores; 4 on android, 2 on ios)."),
+    context: Optional[int] = context_option("Decoders: the context to allocate (checked against the target's RAM "
+                                            "budget); default: the largest that fits, <= 4096."),
+    threads: Optional[int] = threads_option("Threads for the runtime (default: the target's big cores; 4 on android, "
+                                            "2 on ios)."),
     ep: EpChoice = typer.Option(EpChoice.auto, "--ep", help="ONNX: the execution provider runtime.json puts first; "
                                 "auto = what onnxruntime's mobile-usability checker recommends."),
     mmap: Optional[bool] = typer.Option(None, "--mmap/--no-mmap", help="GGUF: llama.cpp's use_mmap (default on).",
                                         show_default=False),
-    force: bool = typer.Option(False, "--force", help="Replace OUTPUT if it is an edgekit package or artifact, or "
-                               "an empty folder (only once the new package is complete)."),
-    as_json: bool = typer.Option(False, "--json", help="Print package.json and the size report as JSON."),
+    force: bool = force_option("Replace OUTPUT if it is an edgekit package or artifact, or an empty folder (only "
+                               "once the new package is complete)."),
+    as_json: bool = json_option("Print package.json and the size report as JSON."),
 ):
     """Package an artifact for a phone app: ORT-format model, operator config and EP report (ONNX) or the .gguf
     with llama.cpp settings (GGUF); tokenizer, chat template, package.json and a size report.
@@ -141,8 +137,7 @@ def package_cmd(
         print_json({"path": str(pkg.path), "package": pkg.manifest.model_dump(mode="json"),
                     "size_report": pkg.size_report})
         return
-    out.print(_summary(pkg.manifest, str(pkg.path)))
-    out.print(_sizes(pkg.size_report))
+    print_table(_summary(pkg.manifest, str(pkg.path)), _sizes(pkg.size_report))
     for line in _sources(pkg.size_report):
         out.print(line, markup=False)
     build = pkg.size_report.get("reduced_build")

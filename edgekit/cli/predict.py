@@ -10,7 +10,8 @@ from rich.table import Table
 
 from edgekit import quants
 from edgekit.cli import app
-from edgekit.cli.output import err, human_size, out, print_json
+from edgekit.cli.options import context_option, json_option, threads_option
+from edgekit.cli.output import err, human_size, out, print_json, print_table
 
 
 @app.command("predict")
@@ -40,14 +41,8 @@ def predict_cmd(
         None, "--head-dim", min=1,
         help="With --params: head dimension (for the KV cache).",
     ),
-    context: Optional[int] = typer.Option(
-        None, "--context", min=2,
-        help="Context the memory need is computed for (default: min(model's, 4096)).",
-    ),
-    threads: Optional[int] = typer.Option(
-        None, "--threads", min=1,
-        help="Threads on the target (default: the profile's).",
-    ),
+    context: Optional[int] = context_option("Context the memory need is computed for (default: min(model's, 4096))."),
+    threads: Optional[int] = threads_option("Threads on the target (default: the profile's)."),
     prompt_tokens: int = typer.Option(
         128, "--prompt-tokens", min=1,
         help="Prompt length for the prefill and decode speeds.",
@@ -61,7 +56,7 @@ def predict_cmd(
         help="A bench JSON report to calibrate from (default: a short host run of ARTIFACT, or the last quiet "
         "'edgekit bench' of the same runtime).",
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print the predictions as JSON."),
+    as_json: bool = json_option("Print the predictions as JSON."),
 ):
     """Predict decode and prefill tokens/s and the memory need (weights + KV cache + runtime) on each target.
 
@@ -106,7 +101,7 @@ def predict_cmd(
                       human_size(p.kv_bytes) if shape.kv_bytes_per_position else "unknown", human_size(p.runtime_bytes),
                       human_size(p.memory_bytes), human_size(p.ram_budget_bytes),
                       "[green]yes[/]" if p.fits else "[red bold]NO[/]")
-    out.print(table)
+    print_table(table)
     if not shape.kv_bytes_per_position:
         out.print("KV cache not counted: pass --layers, --kv-heads and --head-dim for the memory need at --context.")
     how = f"{cal.threads} thread{'' if cal.threads == 1 else 's'}{', CPU time' if cal.timing == 'cpu' else ''}"

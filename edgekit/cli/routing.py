@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import typer
 
+from edgekit.cli.options import context_option, threads_option
 from edgekit.errors import ConfigError
 from edgekit.fileio import check_output_file
 
@@ -45,10 +46,9 @@ class RoutingOptions:
 
 # field -> (type, option), in the order --help lists them
 _OPTIONS: dict[str, tuple[Any, Any]] = {
-    "threads": (Optional[int], typer.Option(
-        None, "--threads", min=1,
-        help="CPU threads per local model (more than the CPUs warns; over 4x them is refused).")),
-    "context": (Optional[int], typer.Option(None, "--context", min=2, help="Local context window in tokens.")),
+    "threads": (Optional[int], threads_option(
+        "CPU threads per local model (more than the CPUs warns; over 4x them is refused).")),
+    "context": (Optional[int], context_option("Local context window in tokens.")),
     "remote": (Optional[str], typer.Option(
         None, "--remote", help="OpenAI-compatible base URL of the remote tier (e.g. http://127.0.0.1:8089/v1): "
         "route through the fallback router.", show_default=False)),

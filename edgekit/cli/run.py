@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, List, Optional
 import typer
 
 from edgekit.cli import app
+from edgekit.cli.options import json_option
 from edgekit.cli.output import err, print_json
 from edgekit.cli.routing import RoutingOptions, router_config, routing_options
 from edgekit.errors import ConfigError
@@ -27,25 +28,14 @@ if TYPE_CHECKING:
 ARTIFACT_HELP = "An artifact folder made by 'edgekit export', a bare .gguf or .onnx file, or packaged:smollm2-gguf."
 
 
-def resolve_artifact(spec: str) -> Path:
-    """``packaged:NAME`` -> the packaged model's path; anything else is a path."""
-    if spec.startswith("packaged:"):
-        from edgekit.packaged import smollm2_gguf_path
-
-        if spec != "packaged:smollm2-gguf":  # the other packaged models are sources to export, not artifacts
-            raise ConfigError(f"{spec} is not a runnable artifact: use packaged:smollm2-gguf, or export the model first")
-        return smollm2_gguf_path()
-    return Path(spec).expanduser()
-
-
 def load_model(spec: str, threads: int | None, context: int | None) -> Model:
-    """Load with a spinner on stderr (loading and verifying hashes can take seconds)."""
+    """Load with a spinner on stderr (loading and verifying hashes can take seconds); ``spec`` is what
+    ``edgekit.load`` takes: a path or packaged:NAME (resolved by edgekit.artifact.resolve_artifact)."""
     import edgekit
     from edgekit.progress import RichProgress
 
-    path = resolve_artifact(spec)
-    with RichProgress(err).step(f"loading {path.name}"):
-        return edgekit.load(path, threads=threads, context=context)
+    with RichProgress(err).step(f"loading {Path(spec).name}"):
+        return edgekit.load(spec, threads=threads, context=context)
 
 
 def generation_config(**settings) -> GenerationConfig:
@@ -137,7 +127,7 @@ def run_cmd(
     stop: List[str] = typer.Option([], "--stop", help="Stop when this text appears (repeatable).", show_default=False),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for sampling."),
     routing: RoutingOptions = RoutingOptions(),  # --threads, --context and the router's options (edgekit/cli/routing.py)
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per answer (text, timings, confidence, decision) instead of streaming."),
+    as_json: bool = json_option("Print one JSON object per answer (text, timings, confidence, decision) instead of streaming."),
 ):
     """Answer a prompt (-p) or chat (--chat), streaming tokens as they come.
 
@@ -202,4 +192,4 @@ def _chat_loop(target: Tier, cfg: GenerationConfig, system: str | None, *, as_js
         history.append({"role": "assistant", "content": text})
 
 
-__all__ = ["run_cmd", "load_model", "resolve_artifact"]
+__all__ = ["run_cmd", "load_model"]

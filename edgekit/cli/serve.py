@@ -73,7 +73,7 @@ def serve_cmd(
         elif models[0].kind != "decoder":
             raise ConfigError(f"{artifact} is a {models[0].kind}: edgekit serve needs a text-generation or an encoder artifact")
         elif embed:
-            embedder = edgekit.load(load_path(embed), threads=routing.threads)
+            embedder = edgekit.load(embed, threads=routing.threads)
         tiers = _tiers(models, router_cfg, remote_llm)
         _run(tiers, embedder, host, sock, keys, router_cfg, dict(
             model_name=alias, api_keys=keys, max_queue=max_queue, remote_concurrency=remote_concurrency,
@@ -87,12 +87,6 @@ def serve_cmd(
             embedder.close()
         if remote_llm is not None:
             remote_llm.close()
-
-
-def load_path(spec: str) -> Path:
-    from edgekit.cli.run import resolve_artifact
-
-    return resolve_artifact(spec)
 
 
 def _tiers(models: list, router_cfg, remote_llm) -> list:

@@ -9,7 +9,8 @@ import typer
 from rich.table import Table
 
 from edgekit.cli import app
-from edgekit.cli.output import err, out, print_json
+from edgekit.cli.options import force_option, json_option
+from edgekit.cli.output import err, out, print_json, print_table
 
 targets_app = typer.Typer(
     help="Device profiles (presets, your own TOML files) that bench and predict use; 'detect' measures this machine.",
@@ -26,7 +27,7 @@ def _num(profile, field: str) -> str:
 
 
 @targets_app.command("list")
-def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print the profiles' key numbers as JSON.")):
+def list_cmd(as_json: bool = json_option("Print the profiles' key numbers as JSON.")):
     """List the preset target profiles with their key numbers (GB = 1e9 bytes)."""
     from edgekit.targets import load_preset, preset_names
 
@@ -42,7 +43,7 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print the profi
         table.add_row(p.name, str(p.total_cores), str(p.threads), _num(p, "ram_gb"), _num(p, "app_ram_budget_gb"),
                       _num(p, "memory_bandwidth_gbs"), _num(p, "peak_gflops_fp32"), _num(p, "peak_gops_int8"),
                       str(len(p.published)), "prediction only" if p.prediction_only else "")
-    out.print(table)
+    print_table(table)
     out.print("Add your own device with a TOML file (copy one: 'edgekit targets show raspberry-pi-5 --toml') "
               "and pass --target path/to/device.toml.")
 
@@ -50,7 +51,7 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print the profi
 @targets_app.command("show")
 def show_cmd(
     name: str = typer.Argument(..., help=TARGET_HELP, show_default=False),
-    as_json: bool = typer.Option(False, "--json", help="Print the whole profile as JSON."),
+    as_json: bool = json_option("Print the whole profile as JSON."),
     as_toml: bool = typer.Option(False, "--toml", help="Print the profile as TOML (a template for your own device)."),
 ):
     """Show one profile: every number with its source, and the published measurements it is checked against."""
@@ -80,7 +81,7 @@ def show_cmd(
         v = getattr(p, field)
         if v is not None:
             table.add_row(label, f"{v.value:g}", v.source)
-    out.print(table)
+    print_table(table)
     if p.published:
         pub = Table(title="published measurements", title_justify="left")
         for col in ("model", "quant", "threads", "decode tok/s", "prefill tok/s", "tolerance", "runtime", "source"):
@@ -89,7 +90,7 @@ def show_cmd(
             pub.add_row(r.model, r.quant, str(r.threads), f"{r.decode_tps:g}" if r.decode_tps else "-",
                         f"{r.prefill_tps:g}" if r.prefill_tps else "-",
                         f"±{r.decode_tolerance:.0%} / ±{r.prefill_tolerance:.0%}", r.runtime, r.source)
-        out.print(pub)
+        print_table(pub)
         for r in p.published:
             if r.tolerance_note:
                 out.print(f"{r.model}: {r.tolerance_note}", markup=False)
@@ -101,8 +102,8 @@ def show_cmd(
 def detect_cmd(
     save: Optional[Path] = typer.Option(None, "--save", metavar="FILE.toml", help="Write the detected profile to this .toml file."),
     name: str = typer.Option("host", "--name", help="Profile name to record (lower case, digits, '-')."),
-    force: bool = typer.Option(False, "--force", help="Replace the --save file if it is a target profile (any other file is refused)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the detected profile as JSON."),
+    force: bool = force_option("Replace the --save file if it is a target profile (any other file is refused)."),
+    as_json: bool = json_option("Print the detected profile as JSON."),
     device: Optional[str] = typer.Option(
         None, "--device", metavar="NAME", help="Measure this registered device over SSH instead of this machine: "
         "the profile (named after it) is kept, in --save or the config folder, for its predictions."),
@@ -163,5 +164,5 @@ def _print_profile(p) -> None:
         v = getattr(p, field)
         if v is not None:
             table.add_row(label, f"{v.value:g}")
-    out.print(table)
+    print_table(table)
     out.print(p.notes, markup=False)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekit import quants
-from edgekit.errors import BackendError, ConfigError, UnmetConstraintsError
+from edgekit.errors import BackendError, ConfigError, UnmetConstraintsError, check_int
 from edgekit.fileio import Terminated, terminate_cleanly
 from edgekit.manifest import now_iso
 from edgekit.names import BACKEND_OF_FORMAT
@@ -83,14 +83,8 @@ def _number(name: str, value, *, low: float = 0.0, high: float | None = None) ->
     return float(value)
 
 
-def _count(name: str, value, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}", param=name)
-    return value
-
-
 def _optional_count(name: str, value, minimum: int) -> int | None:
-    return None if value is None else _count(name, value, minimum)
+    return None if value is None else check_int(name, value, minimum)
 
 
 class _Run:
@@ -175,12 +169,12 @@ class _Run:
                 self.counters.benches += 1
                 cache.bench_store(c.key, self.bench_opts, result)
         else:
-            from edgekit.profiler.api import bench as bench_any
+            from edgekit.devices.bench import bench_devices
 
             self.view.update(c, f"bench on {self.device}")
             opts = {**self.bench_opts, "threads": self.threads}  # the device is the target: its threads
-            report = bench_any([art], device=self.device, targets=[self.target], progress=self.view.sub(c), **opts,
-                               **self.device_opts)
+            report = bench_devices([art], [self.device], targets=[self.target], progress=self.view.sub(c), **opts,
+                                   **self.device_opts)
             result = report.results[0]
             self.counters.benches += 1
         if result.decoder is None or result.status == "failed":
@@ -279,18 +273,14 @@ def optimize(
     :class:`~edgekit.errors.ConfigError` (and the other user errors) for bad arguments, before any export.
     """
     t0 = time.perf_counter()
-    from edgekit.optimize.report import check_apart, check_out, write_outputs
+    from edgekit.optimize.report import check_apart, check_out
     from edgekit.sources import resolve_source
     from edgekit.targets.resolve import resolve_target
 
-    if objective not in OBJECTIVES:
-        raise ConfigError(f"unknown objective={objective!r}: use one of {', '.join(OBJECTIVES)}", param="objective")
-    cons = Constraints(min_top1=_number("min_top1", min_top1, high=1.0), max_kl=_number("max_kl", max_kl),
-                       max_size_mb=_number("max_size_mb", max_size_mb), min_decode=_number("min_decode", min_decode),
-                       objective=objective)
+    cons = _constraints(min_top1, max_kl, max_size_mb, min_decode, objective)
     for name, value, minimum in (("runs", runs, 1), ("warmup", warmup, 0), ("prompt_tokens", prompt_tokens, 1),
                                  ("gen_tokens", gen_tokens, 2)):
-        _count(name, value, minimum)
+        check_int(name, value, minimum)
     _optional_count("threads", threads, 1)
     _optional_count("host_threads", host_threads, 1)
     rows = plan.select(formats, quants)
@@ -313,20 +303,8 @@ def optimize(
     run = _Run(profile, cons, facts, n_threads, bench_opts, device, view,
                {"accept_new_host_key": accept_new_host_key} if device else {})
     run.cals = _calibrations({q.format for q in rows}, view)
-    digest, code = prompts_digest(prompt_list), plan.export_code_digest()
-    cands = []
-    for q in rows:
-        c = CandidateRecord(label=f"{q.format}-{q.name}", format=q.format, quant=q.name, bpw=q.bpw, knobs={},
-                            threads=n_threads, key=plan.cache_key(facts, q, {}, digest, code),
-                            plan=plan.estimate(facts, q, profile, run.cals.get(BACKEND_OF_FORMAT[q.format]), n_threads,
-                                               prompt_tokens, gen_tokens))
-        c.cached = cache.lookup(c.key) is not None
-        pruned = plan.prune_by_prediction(c, cons, profile)
-        if pruned:
-            c.status, c.reason_code, c.reason, c.misses = "pruned", pruned[0], pruned[1], [pruned[1]]
-            run.counters.pruned_before_export += 1
-        cands.append(c)
-    run.counters.candidates = len(cands)
+    digest = prompts_digest(prompt_list)
+    cands = _plan_candidates(run, rows, digest)
     settings = Settings(formats=list(dict.fromkeys(q.format for q in rows)), quants=[q.name for q in rows],
                         runs=runs, warmup=warmup, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens,
                         host_threads=bench_opts["threads"], context=facts.context, quality_prune=quality_prune,
@@ -335,9 +313,46 @@ def optimize(
                             source_sha256=facts.digest, target=profile.name, target_threads=n_threads,
                             ram_budget_bytes=run.budget, device=device, constraints=cons, settings=settings,
                             dry_run=dry_run, candidates=cands, counters=run.counters)
+    if not dry_run:
+        _evaluate(run, cands, source, prompts, quality_prune)
+    report.wall_s = round(time.perf_counter() - t0, 2)
     if dry_run:
-        report.wall_s = round(time.perf_counter() - t0, 2)
         return OptimizeResult(report)
+    return _result(run, report, cands, out_path, force)
+
+
+def _constraints(min_top1, max_kl, max_size_mb, min_decode, objective: str) -> Constraints:
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"unknown objective={objective!r}: use one of {', '.join(OBJECTIVES)}", param="objective")
+    return Constraints(min_top1=_number("min_top1", min_top1, high=1.0), max_kl=_number("max_kl", max_kl),
+                       max_size_mb=_number("max_size_mb", max_size_mb), min_decode=_number("min_decode", min_decode),
+                       objective=objective)
+
+
+def _plan_candidates(run: _Run, rows, digest: str) -> list[CandidateRecord]:
+    """One record per quant row, with its cache key and predicted speeds; those the prediction already rules
+    out are pruned before any export."""
+    code, opts = plan.export_code_digest(), run.bench_opts
+    cands = []
+    for q in rows:
+        c = CandidateRecord(label=f"{q.format}-{q.name}", format=q.format, quant=q.name, bpw=q.bpw, knobs={},
+                            threads=run.threads, key=plan.cache_key(run.facts, q, {}, digest, code),
+                            plan=plan.estimate(run.facts, q, run.target, run.cals.get(BACKEND_OF_FORMAT[q.format]),
+                                               run.threads, opts["prompt_tokens"], opts["gen_tokens"]))
+        c.cached = cache.lookup(c.key) is not None
+        pruned = plan.prune_by_prediction(c, run.cons, run.target)
+        if pruned:
+            c.status, c.reason_code, c.reason, c.misses = "pruned", pruned[0], pruned[1], [pruned[1]]
+            run.counters.pruned_before_export += 1
+        cands.append(c)
+    run.counters.candidates = len(cands)
+    return cands
+
+
+def _evaluate(run: _Run, cands: list[CandidateRecord], source, prompts, quality_prune: bool) -> None:
+    """Export, gate and bench every planned candidate (cached ones are reused), then choose; Ctrl-C keeps
+    what was exported."""
+    view = run.view
     view.plan(cands)
     failed_floor: dict[str, CandidateRecord] = {}
     with terminate_cleanly():  # SIGTERM and SIGHUP unwind as Ctrl-C does: a bench run under way is killed too
@@ -345,7 +360,7 @@ def optimize(
             for c in cands:
                 if c.status == "planned":
                     run.evaluate(c, source, prompts, failed_floor, quality_prune)
-            _finish(run, cands, cons, device)
+            _finish(run, cands, run.cons, run.device)
             for c in cands:
                 if c.status == "chosen":
                     view.update(c, "chosen")
@@ -357,14 +372,20 @@ def optimize(
             raise
         finally:
             view.close()
+
+
+def _result(run: _Run, report: OptimizeReport, cands: list[CandidateRecord], out_path: Path | None,
+            force: bool) -> OptimizeResult:
+    """The result of a finished run, its outputs written; UnmetConstraintsError when nothing was chosen."""
+    from edgekit.optimize.report import write_outputs
+
     report.choice = next((c.label for c in cands if c.status == "chosen"), None)
     report.pareto = [c.label for c in cands if c.pareto]
-    report.wall_s = round(time.perf_counter() - t0, 2)
     result = OptimizeResult(report)
     if report.choice is None:
         raise UnmetConstraintsError(
-            f"no candidate meets the constraints ({_constraints_text(cons, profile.name)}): relax one of them "
-            "or widen the candidates", details=decide.closest_lines(cands, cons, run.budget, device is not None),
+            f"no candidate meets the constraints ({_constraints_text(run.cons, run.target.name)}): relax one of them "
+            "or widen the candidates", details=decide.closest_lines(cands, run.cons, run.budget, run.device is not None),
             result=result,
             param=("min_top1", "max_kl", "max_size_mb", "min_decode"))
     chosen = report.candidate(report.choice)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.artifact import ResolvedArtifact, resolve_artifact
-from edgekit.errors import ArtifactError, ConfigError, ExportError
+from edgekit.errors import ArtifactError, ConfigError, ExportError, is_int
 from edgekit.fileio import check_output_path, read_json_dict, sha256_file, staged_artifact, write_json_atomic
 from edgekit.manifest import FileEntry, now_iso, package_versions
 from edgekit.names import KIND_OF_TASK
@@ -93,7 +93,7 @@ def _platform(platform: str | None, profile) -> str:
 
 def _threads(threads, profile, platform: str) -> tuple[int | None, str]:
     if threads is not None:
-        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        if not is_int(threads, 1):
             raise ConfigError(f"threads must be an integer >= 1, got {threads!r}", param="threads")
         return threads, "asked for"
     if profile is not None:
@@ -229,6 +229,126 @@ def _files(stage: Path) -> list[FileEntry]:
             for p in sorted(stage.rglob("*")) if p.is_file() and p.name != PACKAGE_NAME]
 
 
+@dataclass
+class _Plan:
+    """What ``package`` resolved and checked before any work: the inputs of every later step."""
+
+    art: ResolvedArtifact
+    out: Path
+    platform: str
+    profile: Any  # a TargetProfile, or None
+    threads: int | None
+    threads_source: str
+    memory: Any  # package.memory's plan: the context and the RAM it needs
+    name: str
+    kind: str
+
+
+def _resolve_target(target):
+    if isinstance(target, (str, os.PathLike)):
+        from edgekit.targets.resolve import resolve_target
+
+        return resolve_target(os.fspath(target))
+    if target is not None and not hasattr(target, "app_ram_budget_gb"):
+        raise ConfigError(f"target must be a preset name, a .toml file or a TargetProfile, got {target!r:.60}",
+                          param="target")
+    return target
+
+
+def _plan(artifact, out, *, platform, target, context, threads, ep, mmap, force) -> _Plan:
+    """Every check and every decision that needs no writing: options, target, artifact, memory."""
+    from edgekit.package.memory import plan_memory
+    from edgekit.package.usability import EP_CHOICES
+    from edgekit.profiler.shape import artifact_shape
+
+    if ep not in EP_CHOICES:
+        raise ConfigError(f"unknown ep {ep!r}: use one of {', '.join(EP_CHOICES)}", param="ep")
+    if mmap is not None and not isinstance(mmap, bool):
+        raise ConfigError(f"mmap must be True or False, got {mmap!r}", param="mmap")
+    profile = _resolve_target(target)
+    platform = _platform(platform, profile)
+    n_threads, threads_source = _threads(threads, profile, platform)
+    out = check_output_path(out, force)
+    art = resolve_artifact(getattr(artifact, "path", artifact), check="hashes")  # a folder, or an exporter's Artifact
+    if art.manifest is None:
+        raise ArtifactError(f"{art.path} is a bare model file: package an artifact folder made by 'edgekit export' "
+                            "(its manifest carries the tokenizer, the chat template and the gate metrics)")
+    _check_out_vs_artifact(out, art)
+    _check_options(art, platform, context=context, ep=ep, mmap=mmap)
+    shape = artifact_shape(art)
+    name = _model_name(art)
+    memory = plan_memory(
+        name=f"{name} ({art.manifest.precision})", kind=KIND_OF_TASK[art.task], weights=shape.weight_bytes,
+        kv_per_position=shape.kv_bytes_per_position or 0,
+        trained_context=art.manifest.model.context_length or shape.context_length, context=context,
+        target=profile.name if profile is not None else None,
+        budget_bytes=int(profile.app_ram_budget_gb.value * 1e9) if profile is not None else None)
+    return _Plan(art, out, platform, profile, n_threads, threads_source, memory, name, KIND_OF_TASK[art.task])
+
+
+@dataclass
+class _Built:
+    """What ``_build`` put in the staging folder, for the size report and the manifest."""
+
+    runtime: dict[str, Any]  # runtime.json's content less threads and context
+    sizes: dict[str, Any]  # the runtime's size estimate
+    tokenizer: TokenizerInfo
+    chat: dict[str, Any] | None
+    generation: Any
+
+
+def _build(plan: _Plan, stage: Path, ep: str, mmap, progress: Progress) -> _Built:
+    """The model, the tokenizer and runtime.json, written in ``stage``."""
+    from edgekit.package.chat import chat_info, generation_settings
+
+    art = plan.art
+    if art.format == "onnx":
+        runtime, sizes = _package_onnx(art, stage, plan.platform, ep, plan.threads, progress)
+        tokenizer, template, special_texts = _tokenizer_onnx(art, stage)
+        gen = read_json_dict(art.folder / "generation_config.json")
+        eos_texts = [t.text for k, t in tokenizer.special_tokens.items() if k == "eos_token" and t.text]
+    else:
+        runtime, tokenizer, template, special_texts, gen, eos_texts = _package_gguf(
+            art, stage, plan.platform, plan.threads, plan.memory.context, mmap, progress)
+        sizes = {"runtime": {"name": "llama.cpp", "estimated_bytes": None,
+                             "note": "llama.cpp is built into the app from source (no reduced-operator build)"}}
+    chat = chat_info(template, special_texts) if plan.kind == "decoder" else None
+    generation = generation_settings(gen, eos_texts) if plan.kind == "decoder" else None
+    write_json_atomic(stage / "runtime.json", {**runtime, "threads": plan.threads, "context": plan.memory.context})
+    return _Built(runtime, sizes, tokenizer, chat, generation)
+
+
+def _size_report(stage: Path, model_file: str, sizes: dict) -> dict[str, Any]:
+    files = _files(stage)
+    report = {"model_bytes": sum(f.size for f in files if f.path == model_file),
+              "tokenizer_bytes": sum(f.size for f in files if f.path in TOKENIZER_FILES),
+              "files": {f.path: f.size for f in files}, **sizes}
+    report["package_bytes"] = sum(f.size for f in files)
+    write_json_atomic(stage / "size_report.json", report)
+    return report
+
+
+def _manifest(plan: _Plan, stage: Path, built: _Built, size_report: dict) -> PackageManifest:
+    art, m, runtime = plan.art, plan.art.manifest, built.runtime
+    files = _files(stage)
+    return PackageManifest(
+        platform=plan.platform, name=plan.name, format=art.format, task=art.task, precision=m.precision,
+        model_file=runtime["model"], runtime=runtime["runtime"], model=m.model, context=plan.memory.context,
+        threads=plan.threads, threads_source=plan.threads_source,
+        target=plan.profile.name if plan.profile is not None else None,
+        tokenizer=built.tokenizer, chat=ChatInfo(**built.chat) if built.chat else None, generation=built.generation,
+        gate=m.gate, stage_gates=m.stage_gates, memory=plan.memory,
+        sizes={"model_bytes": size_report["model_bytes"], "package_bytes": sum(f.size for f in files),
+               "runtime_estimated_bytes": size_report["runtime"].get("estimated_bytes")},
+        artifact=ArtifactRef(path=str(art.folder.resolve()), created_at=m.created_at, precision=m.precision,
+                             source=m.source, manifest_sha256=hashlib.sha256(
+                                 (art.folder / "edgekit.json").read_bytes()).hexdigest()),
+        files=files,
+        versions={"edgekit": __version__, **package_versions("onnxruntime", "onnx", "llama_cpp_python", "tokenizers")},
+        created_at=now_iso(),
+    )
+
+
 def package(
     artifact: str | os.PathLike,
     out: str | os.PathLike,
@@ -252,84 +372,12 @@ def package(
     xnnpack, the execution provider runtime.json puts first (auto: what onnxruntime's checker recommends).
     ``mmap`` (GGUF): llama.cpp's use_mmap (default True). ``force``: replace an existing package at ``out``.
     """
-    from edgekit.package.memory import plan_memory
-    from edgekit.package.usability import EP_CHOICES
-
     progress = ensure(progress)
-    if ep not in EP_CHOICES:
-        raise ConfigError(f"unknown ep {ep!r}: use one of {', '.join(EP_CHOICES)}", param="ep")
-    if mmap is not None and not isinstance(mmap, bool):
-        raise ConfigError(f"mmap must be True or False, got {mmap!r}", param="mmap")
-    profile = target
-    if isinstance(target, (str, os.PathLike)):
-        from edgekit.targets.resolve import resolve_target
-
-        profile = resolve_target(os.fspath(target))
-    elif target is not None and not hasattr(target, "app_ram_budget_gb"):
-        raise ConfigError(f"target must be a preset name, a .toml file or a TargetProfile, got {target!r:.60}",
-                          param="target")
-    platform = _platform(platform, profile)
-    n_threads, threads_source = _threads(threads, profile, platform)
-    out = check_output_path(out, force)
-    art = resolve_artifact(getattr(artifact, "path", artifact), check="hashes")  # a folder, or an exporter's Artifact
-    if art.manifest is None:
-        raise ArtifactError(f"{art.path} is a bare model file: package an artifact folder made by 'edgekit export' "
-                            "(its manifest carries the tokenizer, the chat template and the gate metrics)")
-    _check_out_vs_artifact(out, art)
-    _check_options(art, platform, context=context, ep=ep, mmap=mmap)
-    from edgekit.profiler.shape import artifact_shape
-
-    shape = artifact_shape(art)
-    name = _model_name(art)
-    kind = KIND_OF_TASK[art.task]
-    memory = plan_memory(
-        name=f"{name} ({art.manifest.precision})", kind=kind, weights=shape.weight_bytes,
-        kv_per_position=shape.kv_bytes_per_position or 0,
-        trained_context=art.manifest.model.context_length or shape.context_length, context=context,
-        target=profile.name if profile is not None else None,
-        budget_bytes=int(profile.app_ram_budget_gb.value * 1e9) if profile is not None else None)
-    from edgekit.package.chat import chat_info, generation_settings
-
-    with staged_artifact(out, force, progress) as stage:
-        if art.format == "onnx":
-            runtime, sizes = _package_onnx(art, stage, platform, ep, n_threads, progress)
-            tokenizer, template, special_texts = _tokenizer_onnx(art, stage)
-            gen = read_json_dict(art.folder / "generation_config.json")
-            eos_texts = [t.text for k, t in tokenizer.special_tokens.items() if k == "eos_token" and t.text]
-            model_file = runtime["model"]
-        else:
-            runtime, tokenizer, template, special_texts, gen, eos_texts = _package_gguf(
-                art, stage, platform, n_threads, memory.context, mmap, progress)
-            sizes = {"runtime": {"name": "llama.cpp", "estimated_bytes": None,
-                                 "note": "llama.cpp is built into the app from source (no reduced-operator build)"}}
-            model_file = runtime["model"]
-        chat = chat_info(template, special_texts) if kind == "decoder" else None
-        write_json_atomic(stage / "runtime.json", {**runtime, "threads": n_threads, "context": memory.context})
-        files = _files(stage)
-        model_bytes = sum(f.size for f in files if f.path == model_file)
-        size_report = {"model_bytes": model_bytes,
-                       "tokenizer_bytes": sum(f.size for f in files if f.path in TOKENIZER_FILES),
-                       "files": {f.path: f.size for f in files}, **sizes}
-        size_report["package_bytes"] = sum(f.size for f in files)
-        write_json_atomic(stage / "size_report.json", size_report)
-        files = _files(stage)
-        m = art.manifest
-        manifest = PackageManifest(
-            platform=platform, name=name, format=art.format, task=art.task, precision=m.precision,
-            model_file=model_file, runtime=runtime["runtime"], model=m.model, context=memory.context,
-            threads=n_threads, threads_source=threads_source, target=profile.name if profile is not None else None,
-            tokenizer=tokenizer, chat=ChatInfo(**chat) if chat else None,
-            generation=generation_settings(gen, eos_texts) if kind == "decoder" else None,
-            gate=m.gate, stage_gates=m.stage_gates, memory=memory,
-            sizes={"model_bytes": model_bytes, "package_bytes": sum(f.size for f in files),
-                   "runtime_estimated_bytes": size_report["runtime"].get("estimated_bytes")},
-            artifact=ArtifactRef(path=str(art.folder.resolve()), created_at=m.created_at, precision=m.precision,
-                                 source=m.source, manifest_sha256=hashlib.sha256(
-                                     (art.folder / "edgekit.json").read_bytes()).hexdigest()),
-            files=files,
-            versions={"edgekit": __version__,
-                      **package_versions("onnxruntime", "onnx", "llama_cpp_python", "tokenizers")},
-            created_at=now_iso(),
-        )
+    plan = _plan(artifact, out, platform=platform, target=target, context=context, threads=threads, ep=ep,
+                 mmap=mmap, force=force)
+    with staged_artifact(plan.out, force, progress) as stage:
+        built = _build(plan, stage, ep, mmap, progress)
+        size_report = _size_report(stage, built.runtime["model"], built.sizes)
+        manifest = _manifest(plan, stage, built, size_report)
         write_json_atomic(stage / PACKAGE_NAME, manifest.model_dump(mode="json"))
-    return Package(out, manifest, size_report)
+    return Package(plan.out, manifest, size_report)

@@ -12,7 +12,7 @@ model's trained context, at most :data:`DEFAULT_CONTEXT`, halved (not below
 
 from __future__ import annotations
 
-from edgekit.errors import ConfigError
+from edgekit.errors import ConfigError, is_int
 from edgekit.package.schema import MemoryCheck
 
 DEFAULT_CONTEXT = 4096  # what edgekit's llama.cpp runtime allocates by default (runtimes/llamacpp.py)
@@ -46,7 +46,7 @@ def plan_memory(*, name: str, kind: str, weights: int, kv_per_position: int, tra
         return m
     trained = trained_context or DEFAULT_CONTEXT
     if context is not None:
-        if not isinstance(context, int) or isinstance(context, bool) or context < 16:
+        if not is_int(context, 16):
             raise ConfigError(f"context must be an integer >= 16, got {context!r}", param="context")
         if context > trained:
             raise ConfigError(f"context={context} is more than {name} was trained for ({trained}): "

@@ -33,7 +33,7 @@ def _raised(library: str, phase: str, call, **fields) -> EdgekitError:
 
 # ---- onnxruntime ------------------------------------------------------------------------------------------
 def test_onnxruntime_garbage_file_is_an_artifact_error(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
     path = tmp_path / "model.onnx"
     path.write_bytes(bytes(range(256)) * 3)
     err = _raised("onnxruntime", "load", lambda: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]),
@@ -44,7 +44,7 @@ def test_onnxruntime_garbage_file_is_an_artifact_error(tmp_path):
 
 
 def _identity_model(tmp_path):
-    onnx = pytest.importorskip("onnx")
+    import onnx
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
@@ -58,7 +58,7 @@ def _identity_model(tmp_path):
 
 
 def test_onnxruntime_run_failure_is_a_backend_error(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
     session = ort.InferenceSession(str(_identity_model(tmp_path)), providers=["CPUExecutionProvider"])
     err = _raised("onnxruntime", "run", lambda: session.run(["y"], {"x": np.zeros(3, dtype=np.int64)}))
     assert type(err) is BackendError
@@ -94,7 +94,7 @@ def test_a_subclass_of_exception_is_not_taken_for_a_bare_tokenizers_error():
 
 # ---- llama.cpp ------------------------------------------------------------------------------------------
 def test_llama_cpp_garbage_file_is_an_artifact_error(tmp_path):
-    llama_cpp = pytest.importorskip("llama_cpp")
+    import llama_cpp
     path = tmp_path / "m.gguf"
     path.write_bytes(b"GGUF" + bytes(500))
     err = _raised("llama.cpp", "load", lambda: llama_cpp.Llama(model_path=str(path), verbose=False),
@@ -144,7 +144,7 @@ def test_chat_template_errors_are_config_errors():
 
 # ---- safetensors, huggingface_hub, onnx ---------------------------------------------------------------------
 def test_truncated_safetensors_is_a_source_error(tmp_path):
-    st = pytest.importorskip("safetensors.numpy")
+    import safetensors.numpy as st
     from safetensors import safe_open
 
     path = tmp_path / "model.safetensors"
@@ -156,7 +156,7 @@ def test_truncated_safetensors_is_a_source_error(tmp_path):
 
 
 def test_hub_errors_are_source_errors():
-    hub = pytest.importorskip("huggingface_hub")
+    import huggingface_hub as hub
     err = _raised("huggingface_hub", "fetch", lambda: hub.snapshot_download("bad id!!"), repo_id="bad id!!")
     assert type(err) is SourceError and type(err.__cause__).__name__ == "HFValidationError"
     assert str(err).startswith("bad id!! is not a local folder and could not be fetched from the hub: Repo id must")
@@ -164,7 +164,7 @@ def test_hub_errors_are_source_errors():
 
 def test_anything_raised_inside_a_pure_python_library_is_its_error():
     """A KeyError from inside onnx's own code is onnx's failure; the same KeyError from ours is a bug."""
-    pytest.importorskip("onnx")
+    import onnx  # noqa: F401 (the library must be there: no skip)
     from onnx import helper
 
     err = _raised("onnx", "quantize", lambda: helper.tensor_dtype_to_np_dtype(999), method="int8")
@@ -176,7 +176,7 @@ def test_anything_raised_inside_a_pure_python_library_is_its_error():
 
 def test_torch_index_error_in_the_reference_model_is_an_export_error():
     """torch raises IndexError for a token id past the embedding table: its failure, not a bug of ours."""
-    torch = pytest.importorskip("torch")
+    import torch
     err = _raised("transformers", "reference",
                   lambda: torch.nn.functional.embedding(torch.tensor([5]), torch.zeros(2, 2)), name="tiny")
     assert type(err) is ExportError and type(err.__cause__) is IndexError
@@ -188,7 +188,7 @@ _HTTPX = dict(where="the remote at http://127.0.0.1", connect_timeout=2.0, read_
 
 
 def test_httpx_refused_connection_is_remote_unavailable():
-    httpx = pytest.importorskip("httpx")
+    import httpx
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again before the request: nothing listens there
@@ -200,7 +200,7 @@ def test_httpx_refused_connection_is_remote_unavailable():
 
 
 def test_httpx_read_timeout_is_remote_timeout():
-    httpx = pytest.importorskip("httpx")
+    import httpx
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()  # accepts (the kernel does) and never answers
@@ -215,7 +215,7 @@ def test_httpx_read_timeout_is_remote_timeout():
 
 
 def test_httpx_undecodable_body_is_a_protocol_error():
-    httpx = pytest.importorskip("httpx")
+    import httpx
     with pytest.raises(RemoteProtocolError) as info:
         try:  # httpx decodes a body given whole as it builds the response
             httpx.Response(200, headers={"content-encoding": "gzip"}, content=b"not gzip").read()

@@ -197,6 +197,8 @@ def kv_bytes_per_position(meta: dict[str, object], kv_elem: int = 2) -> int | No
     """Bytes of KV cache one position takes in llama.cpp (an f16 cache: ``kv_elem`` 2), from the header's
     metadata; None when the header does not say (per-layer head counts, a missing key)."""
     arch = str(meta.get("general.architecture") or "llama")
+    if any(f"{arch}.attention.{k}" in meta and meta[f"{arch}.attention.{k}"] is None for k in ("head_count", "head_count_kv")):
+        return None  # per layer (an array, read as None): the simple product would be wrong
     layers, heads = meta_count(meta, arch, "block_count"), meta_count(meta, arch, "attention.head_count")
     kv_heads = meta_count(meta, arch, "attention.head_count_kv") or heads
     hidden = meta_count(meta, arch, "embedding_length")

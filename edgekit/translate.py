@@ -50,7 +50,7 @@ from edgekit.errors import (
     UnsupportedModelError,
 )
 
-_NEVER_INSIDE = (TypeError, NameError)  # raised from inside a library, still our wrong call
+_NEVER_INSIDE = (NameError,)  # raised from inside a library, still our wrong code
 _NEVER = (MemoryError, RecursionError)  # the process's state, not the library's answer: they propagate
 _ORT = ("onnxruntime",)
 _ORT_TOOLS = ("onnxruntime", "onnx", "google.protobuf", "flatbuffers")
@@ -118,8 +118,8 @@ def _raised_inside(exc: BaseException, packages: tuple[str, ...]) -> bool:
 def _llama_load(exc: BaseException, f: dict[str, Any]) -> EdgekitError:
     text = str(exc)
     if "llama_context" in text or "llama_batch" in text:  # the file loaded; the context could not be made
-        return BackendError(f"llama.cpp loaded {f['path']} but could not create a context of {f['context']} tokens "
-                            f"(out of memory?): pass a smaller context, or free memory: {text}")
+        return ConfigError(f"llama.cpp loaded {f['path']} but could not create a context of {f['context']} tokens "
+                           f"(out of memory?): pass a smaller context, or free memory: {text}", param="context")
     return ArtifactError(f"{f['path']} could not be loaded by llama.cpp (corrupt or truncated?): {text}")
 
 
@@ -205,8 +205,8 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("optimum", "trace"): Rule(
         "anything from optimum/transformers/torch/onnx while tracing",
         lambda e, f: ExportError(f"optimum-onnx could not trace {f['name']}: {_typed(e)}"),
-        modules=("optimum", *_HF, "onnx", "onnxscript"), builtins=(RuntimeError, ValueError, OSError),
-        inside=("optimum", *_HF, "onnx", "onnxscript")),
+        modules=("optimum", *_HF, "onnx", "onnxscript", "onnx_ir"), builtins=(RuntimeError, ValueError, OSError),
+        inside=("optimum", *_HF, "onnx", "onnxscript", "onnx_ir")),
     ("transformers", "reference"): Rule(
         "the gate's reference model: torch/transformers errors, RuntimeError/ValueError/OSError, IndexError "
         "or KeyError from inside them (a token id out of range)",

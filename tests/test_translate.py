@@ -104,11 +104,14 @@ def test_llama_cpp_garbage_file_is_an_artifact_error(tmp_path):
 
 
 @pytest.mark.parametrize("text", ["Failed to create llama_context", "Failed to create llama_batch"])
-def test_llama_cpp_context_failures_are_backend_errors(tmp_path, text):
-    """llama_cpp/_internals.py raises ValueError with these exact texts when the context cannot be made."""
+def test_llama_cpp_context_failures_are_config_errors(tmp_path, text):
+    """llama_cpp/_internals.py raises ValueError with these exact texts when the context cannot be made:
+    a smaller context is the user's fix (exit 2), the file is fine."""
+    from edgekit.errors import ConfigError
+
     path = tmp_path / "m.gguf"
     err = translate(ValueError(text), "llama.cpp", "load", path=path, context=4096)
-    assert type(err) is BackendError
+    assert type(err) is ConfigError and err.params == ("context",)
     assert str(err) == (f"llama.cpp loaded {path} but could not create a context of 4096 tokens (out of memory?): "
                         f"pass a smaller context, or free memory: {text}")
 

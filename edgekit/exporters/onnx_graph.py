@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.errors import ExportError
+
 _SHAPE_Q = "edgekit/gqa/shape_group_rows"  # (B, H, t, d) -> (B, KV, G*t, d)
 _SHAPE_HEADS = "edgekit/gqa/shape_heads"  # (B, KV, G*t, x) -> (B, H, t, x)
 _SHAPE_GROUP = "edgekit/gqa/shape_group"  # (B, H, t, n) -> (B, KV, G*t, n)
@@ -214,7 +216,11 @@ def optimize_decoder(path: Path, n_heads: int | None, n_kv_heads: int | None, he
         return []
     with translated("onnx", "rewrite"):
         model = onnx.load(str(path))
-        n = share_kv_heads(model, n_heads or 0, n_kv_heads or 0, head_dim or 0)
+        try:
+            n = share_kv_heads(model, n_heads or 0, n_kv_heads or 0, head_dim or 0)
+        except (KeyError, IndexError, AttributeError, StopIteration, ValueError) as exc:  # a graph it does not know
+            raise ExportError(f"the attention graph rewrite does not fit this graph ({type(exc).__name__}: {exc}): "
+                              "export with optimize=False", param="optimize") from exc
         if not n:
             return []
         tmp = path.parent / ".rewrite"

@@ -142,7 +142,8 @@ def select(formats=None, quant_names=None) -> list[quants.Quant]:
 _PACKAGE = Path(__file__).resolve().parents[1]  # edgekit/
 # What makes an artifact and judges it: a change to any of these files is a new export, also between releases
 # (a development checkout changes them without a new version number).
-EXPORT_CODE = ("exporters", "quality.py", "quants.py", "sources.py", "manifest.py")
+EXPORT_CODE = ("exporters", "quality.py", "quants.py", "sources.py", "manifest.py", "families.py", "safetensors_io.py",
+               "pooling.py", "translate.py", "gguf_header.py")
 
 
 @functools.lru_cache(maxsize=1)

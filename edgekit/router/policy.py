@@ -8,9 +8,9 @@ Triggers, in the order the router checks them:
 ``context_overflow``  the prompt (counted with the local tokenizer) does not fit the
                       local context: go remote without trying locally.
 ``local_error``       the local attempt raised one of ``fallback_errors`` (by default any
-                      :class:`~edgekit.errors.BackendError`, ``MemoryError``, and the
-                      :class:`~edgekit.errors.ArtifactError` of a model whose logits turn
-                      out not finite while it generates), or gave a token
+                      :class:`~edgekit.errors.BackendError`, ``MemoryError``, and any
+                      :class:`~edgekit.errors.ArtifactError` raised while it generates, such
+                      as a model whose logits turn out not finite), or gave a token
                       whose probability is not a finite number. Other exceptions are bugs
                       or bad input and propagate.
 ``ttft_budget``       the local first token took longer than ``ttft_budget_s``.
@@ -54,7 +54,7 @@ def _fallback_type(name: str) -> type[BaseException]:
     cls = getattr(_errors, name, None) or (getattr(builtins, name, None) if name == "MemoryError" else None)
     if not (isinstance(cls, type) and (issubclass(cls, _FALLBACK_BASES) or cls is MemoryError)):
         allowed = sorted(n for n, c in vars(_errors).items() if isinstance(c, type) and issubclass(c, _FALLBACK_BASES))
-        raise ValueError(f"{name!r} is not a backend failure type: use MemoryError or one of {', '.join(allowed)}")
+        raise ValueError(f"{name!r} is not a local failure type: use MemoryError or one of {', '.join(allowed)}")
     return cls
 
 

@@ -52,13 +52,14 @@ def chunks(remote: Any, lines: Iterator[str]) -> Iterator[tuple[str, str | None,
     """(content delta, finish_reason, usage) per chat.completion.chunk, until ``[DONE]``.
 
     A body with no server-sent event at all (an HTML page, a JSON object of another API) is a
-    :class:`RemoteProtocolError` quoting its start: retrying the same URL gets the same page.
+    :class:`RemoteProtocolError` quoting its start: retrying the same URL gets the same page. An empty
+    one (or keep-alive comments only) was cut off: :class:`RemoteUnavailable`, retried like an outage.
     """
-    head: list[str] = []
+    head: list[str] = []  # the first lines that are not blank or SSE comments (": keep-alive")
 
     def recorded() -> Iterator[str]:
         for line in lines:
-            if len(head) < 4 and line.strip():
+            if len(head) < 4 and line.strip() and not line.startswith(":"):
                 head.append(line.strip())
             yield line
 
@@ -95,11 +96,12 @@ def chunks(remote: Any, lines: Iterator[str]) -> Iterator[tuple[str, str | None,
             raise RemoteProtocolError(f"{remote.where()} sent a finish_reason that is not text: {remote.redact(payload[:120])!r}")
         yield content, finish, usage
     if not events:
+        if not head:  # nothing, or only keep-alive comments, then the end: cut off, as an outage is
+            raise RemoteUnavailable(f"{remote.where()} ended the stream before sending any event")
         body = remote.redact(" ".join(head)[:160])
         raise RemoteProtocolError(
-            f"{remote.where()} answered a streaming request without a single server-sent event ("
-            + (f"its body starts {body!r}" if body else "an empty body")
-            + "): check that the URL is an OpenAI-compatible API base, e.g. http://host:port/v1")
+            f"{remote.where()} answered a streaming request without a single server-sent event (its body starts "
+            f"{body!r}): check that the URL is an OpenAI-compatible API base, e.g. http://host:port/v1")
 
 
 def usage_counts(value) -> dict[str, int] | None:

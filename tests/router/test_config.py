@@ -85,7 +85,7 @@ def test_where_the_config_comes_from(tmp_path, clean_env):
     ("[remote\nurl = 1", "not valid TOML"),
     ("[remote]\nurll = 'x'\n", "remote.urll"),
     ("[policy]\nthreshold = 2\n", "policy.threshold"),
-    ("[policy]\nfallback_errors = ['ValueError']\n", "not a backend failure type"),
+    ("[policy]\nfallback_errors = ['ValueError']\n", "not a local failure type"),
     ("schema_version = 7\n", "schema_version 7"),
     ("[breaker]\nfailure_threshold = 0\n", "breaker.failure_threshold"),
 ])

@@ -158,6 +158,18 @@ def test_a_page_that_is_not_an_event_stream_is_a_protocol_error_not_an_outage(fa
     assert len(server.seen) == 2
 
 
+def test_an_empty_stream_is_an_outage_and_a_page_a_protocol_error():
+    """No event at all: nothing (or keep-alive comments only) before the end was cut off, and is retried like
+    an outage; a body of other lines is not an event stream, and the same URL would send it again."""
+    from edgekit.router.sse import chunks
+
+    remote = RemoteLLM("http://127.0.0.1:9/v1", "m")
+    with pytest.raises(RemoteUnavailable, match="before sending any event"):
+        list(chunks(remote, iter(["", ": keep-alive", ""])))
+    with pytest.raises(RemoteProtocolError, match="without a single server-sent event.*'<html>'"):
+        list(chunks(remote, iter([": keep-alive", "<html>", ""])))
+
+
 def test_connection_refused_is_unavailable(refused_url):
     with pytest.raises(RemoteUnavailable) as info:
         fast(refused_url, max_retries=1).chat(QUESTION)

@@ -200,12 +200,12 @@ def test_a_context_larger_than_memory_is_refused_before_llama_cpp_tries(smollm2_
 
 def test_llama_cpp_load_failures_are_classified_before_blaming_the_file(tmp_path):
     """llama-cpp-python's own messages: a context it could not create is not a damaged file."""
-    from edgekit.errors import BackendError
     from edgekit.translate import translate
 
     path = tmp_path / "m.gguf"
     ctx = translate(ValueError("Failed to create llama_context"), "llama.cpp", "load", path=path, context=4096)
-    assert type(ctx) is BackendError and "could not create a context of 4096 tokens" in str(ctx)
+    assert type(ctx) is ConfigError and ctx.params == ("context",)  # the user's to fix: exit 2
+    assert "could not create a context of 4096 tokens" in str(ctx)
     assert "corrupt" not in str(ctx) and "smaller context" in str(ctx)
     bad = translate(ValueError(f"Failed to load model from file: {path}"), "llama.cpp", "load", path=path, context=4096)
     assert isinstance(bad, ArtifactError) and "corrupt or truncated" in str(bad)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from edgekit.artifact import Artifact
 from edgekit import quants
-from edgekit.errors import ConfigError
+from edgekit.errors import ConfigError, MissingDependencyError
 from edgekit.exporters.context import ExportContext
 from edgekit.exporters.onnx_fused.build import GRAPH_KIND, MODEL_FILE, DecoderBuilder, QuantPlan
 from edgekit.exporters.onnx_fused.genai import genai_config, write_genai_config
@@ -62,8 +62,11 @@ def _copy_side_files(src: Path, stage: Path) -> None:
         if (src / name).is_file():
             shutil.copy2(src / name, stage / name)
     if not (stage / "tokenizer.json").is_file():  # a sentencepiece-only folder: let transformers write tokenizer.json
-        from transformers import AutoTokenizer
-
+        try:
+            from transformers import AutoTokenizer
+        except ImportError as exc:
+            raise MissingDependencyError("transformers (to write tokenizer.json for a sentencepiece-only folder)",
+                                         "export") from exc
         with translated("transformers", "tokenizer", folder=src, need="the fused ONNX export needs tokenizer.json"):
             AutoTokenizer.from_pretrained(str(src), local_files_only=True).save_pretrained(str(stage))
 

@@ -155,6 +155,28 @@ def help_list(exporter: str | None = None) -> str:
     return ", ".join(model_types(exporter))
 
 
+def tied_embeddings(cfg: dict[str, Any]) -> bool:
+    """Whether the output layer is the token embedding: the config's ``tie_word_embeddings``, else the family's
+    default (transformers' ``PretrainedConfig`` default, True, for a family without a row)."""
+    family = FAMILIES.get(str(text_config(cfg).get("model_type") or cfg.get("model_type", "")))
+    if family is not None:
+        return family.is_tied(cfg)
+    return bool(cfg.get("tie_word_embeddings", True))
+
+
+def markdown_table() -> str:
+    """The rows as the Markdown table README.md ("Model families") shows; a test keeps the two the same."""
+    def rope(r: tuple[str, ...]) -> str:
+        return ", ".join(r) if r else "not built"
+
+    lines = ["| model_type | covers | GGUF (llama.cpp arch; rope scalings) | fused ONNX (rope scalings) |",
+             "|---|---|---|---|"]
+    for f in FAMILIES.values():
+        lines.append(f"| {f.model_type} | {f.notes} | {f.gguf_arch.lower()}; {rope(f.rope_gguf)} "
+                     f"| {rope(f.rope_onnx)} |")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- the checks
 
 _WHO = {"gguf": "edgekit's GGUF converter", "onnx": "the fused ONNX builder"}

@@ -133,3 +133,21 @@ def test_every_row_is_consistent():
         assert family.rope_gguf and family.rope_onnx and "none" in family.rope_gguf
         assert family.embed_scale == family.norm_plus_one  # Gemma's two conventions go together
     assert families.FAMILIES["phi3"].rope_gguf == ("none",)  # LongRoPE refused by both exporters
+
+
+def test_the_readme_shows_the_rows():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = families.markdown_table()
+    assert table in readme, "README.md's Model families section shows other rows: paste\n" + table
+    assert all(f"| {t} |" in table for t in families.FAMILIES)
+
+
+def test_a_new_row_is_in_the_readme_table(fake_row):
+    assert "| fakellama | " in families.markdown_table()
+
+
+def test_tied_embeddings_follow_the_family_default():
+    assert families.tied_embeddings({"model_type": "gemma"}) is True
+    assert families.tied_embeddings({"model_type": "llama"}) is False
+    assert families.tied_embeddings({"model_type": "llama", "tie_word_embeddings": True}) is True
+    assert families.tied_embeddings({"model_type": "somethingelse"}) is True  # transformers' default

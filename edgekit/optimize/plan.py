@@ -26,7 +26,7 @@ from pathlib import Path
 
 from edgekit import quants
 from edgekit.errors import ConfigError, SourceError, UnsupportedModelError
-from edgekit.families import read_shape
+from edgekit.families import read_shape, tied_embeddings
 from edgekit.fileio import sha256_files
 from edgekit.names import BACKEND_OF_FORMAT, FORMATS
 from edgekit.optimize.schema import CandidateRecord, Constraints, PlanEstimate
@@ -87,7 +87,7 @@ def source_facts(src: ResolvedSource, context: int | None) -> SourceFacts:
         n_params=count_params(src.weight_files), layers=shape.n_layers, heads=shape.n_heads,
         kv_heads=shape.n_kv_heads, head_dim=shape.head_dim,
         context=context or min(model_ctx, MAX_CONTEXT), embedding_params=vocab * (shape.hidden or 0),
-        tied=bool(src.config.get("tie_word_embeddings", True)), digest=digest,
+        tied=tied_embeddings(src.config), digest=digest,
     )
 
 

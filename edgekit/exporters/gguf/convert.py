@@ -165,19 +165,38 @@ def convert(
 
     t0 = time.perf_counter()
     with progress.step("convert: tokenizer (checked against llama.cpp)"):
-        vocab = read_vocab(src.path, embd.shape[0], cfg)
-
-        def write_vocab_only(v: Vocab, path: Path) -> None:
-            w = gguf.GGUFWriter(path, arch_name)
-            _write_metadata(w, spec, cfg, v, out_type, model_name)
-            w.write_header_to_file()
-            w.write_kv_data_to_file()
-            w.write_ti_data_to_file()
-            w.close()
-
-        vocab = choose_settings(vocab, write_vocab_only, out_path.parent, log=progress.log)
+        vocab = _vocab_step(gguf, src, embd.shape[0], spec, out_type, model_name, out_path.parent, progress)
     t_tok = time.perf_counter() - t0
+    _write_step(gguf, out_path, spec, cfg, vocab, plan, out_type, model_name, progress)
+    return ConvertResult(
+        path=out_path, spec=spec.name, gguf_arch=arch_name, n_tensors=len(plan),
+        n_params=sum(math.prod(p.shape) for p in plan), vocab_model=vocab.model, pre=vocab.pre,
+        seconds_tokenizer_check=round(t_tok, 3),
+    )
 
+
+def _vocab_step(gguf, src: ResolvedSource, n_vocab: int, spec, out_type: str, model_name: str, scratch: Path,
+                progress: Progress) -> Vocab:
+    """The tokenizer's vocabulary, with the settings under which llama.cpp reproduces the HF tokenizer."""
+    cfg = src.config
+    arch_name = gguf.MODEL_ARCH_NAMES[spec.arch]
+    vocab = read_vocab(src.path, n_vocab, cfg)
+
+    def write_vocab_only(v: Vocab, path: Path) -> None:
+        w = gguf.GGUFWriter(path, arch_name)
+        _write_metadata(w, spec, cfg, v, out_type, model_name)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        w.close()
+
+    return choose_settings(vocab, write_vocab_only, scratch, log=progress.log)
+
+
+def _write_step(gguf, out_path: Path, spec, cfg: dict[str, Any], vocab: Vocab, plan: list, out_type: str,
+                model_name: str, progress: Progress) -> None:
+    """Metadata, tensor table, then every tensor streamed from the safetensors (one in memory at a time)."""
+    arch_name = gguf.MODEL_ARCH_NAMES[spec.arch]
     writer = gguf.GGUFWriter(out_path, arch_name)
     try:
         _write_metadata(writer, spec, cfg, vocab, out_type, model_name)
@@ -189,7 +208,8 @@ def convert(
         writer.write_ti_data_to_file()
         handles: dict[Path, Any] = {}
         try:
-            with progress.step(f"convert: {len(plan)} tensors to {out_type} ({spec.name} -> {arch_name})", total=len(plan)) as bar:
+            with progress.step(f"convert: {len(plan)} tensors to {out_type} ({spec.name} -> {arch_name})",
+                               total=len(plan)) as bar:
                 for p in plan:
                     if p.data is not None:
                         arr = p.data.astype(np.float32)
@@ -206,11 +226,6 @@ def convert(
         raise ExportError(f"writing {out_path.name} failed: {exc.strerror or exc}") from exc
     finally:
         writer.close()
-    return ConvertResult(
-        path=out_path, spec=spec.name, gguf_arch=arch_name, n_tensors=len(plan),
-        n_params=sum(math.prod(p.shape) for p in plan), vocab_model=vocab.model, pre=vocab.pre,
-        seconds_tokenizer_check=round(t_tok, 3),
-    )
 
 
 # ---------------------------------------------------------------- the llama.cpp delegate

@@ -35,14 +35,17 @@ CALIBRATION_TEXTS = (
 )
 
 
-def activation_importance(folder: Path, files: list[Path], tokenizer, threads: int | None = None) -> dict[str, np.ndarray]:
-    """Mean squared input activation per channel, for every matrix of the fused decoder (by its graph name)."""
+def activation_importance(folder: Path, files: list[Path], tokenizer, threads: int | None = None, *,
+                          ctx=None) -> dict[str, np.ndarray]:
+    """Mean squared input activation per channel, for every matrix of the fused decoder (by its graph name).
+
+    ``ctx``: the export's :class:`~edgekit.exporters.context.ExportContext` (config, family, tensors read once)."""
     import onnxruntime as ort
 
     from edgekit.exporters.onnx_fused.build import DecoderBuilder, QuantPlan
 
     with tempfile.TemporaryDirectory(prefix="edgekit-calib-") as tmp:
-        builder = DecoderBuilder(folder, files, QuantPlan(), context=512)
+        builder = DecoderBuilder(folder, files, QuantPlan(), context=512, ctx=ctx)
         builder.tap_outputs = True
         result = builder.build(Path(tmp))
         opts = ort.SessionOptions()

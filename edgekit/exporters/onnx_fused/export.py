@@ -121,7 +121,7 @@ def _build_step(ctx: ExportContext, stage: Path, plan: QuantPlan, precision: str
         from edgekit.exporters.onnx_fused.calib import activation_importance
 
         with progress.step("calibrate: input activation statistics of every matrix (fp32 graph)"):
-            plan.importance = activation_importance(src.path, src.weight_files, ctx.tokenizer(stage), threads)
+            plan.importance = activation_importance(src.path, src.weight_files, ctx.tokenizer(stage), threads, ctx=ctx)
     with progress.step(f"export: building the fused {precision} decoder graph from {src.path.name}"):
         builder = DecoderBuilder(src.path, src.weight_files, plan, ctx=ctx)
         return builder, builder.build(stage)

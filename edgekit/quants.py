@@ -36,7 +36,7 @@ is an optional extra and ``import edgekit.quants`` must stay light.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from edgekit.errors import ConfigError, MissingDependencyError
 
@@ -59,6 +59,9 @@ class Quant:
     symmetric: bool = False  # matmul_nbits: symmetric blocks (no zero point)
     fused_plan: Mapping[str, Any] | None = field(default=None, hash=False)  # QuantPlan(**fused_plan)
     traced_bounds: Mapping[str, float] | None = field(default=None, hash=False)  # traced decoders' gate bounds
+    # ---- GGUF: what llama.cpp writes for a tensor whose rows do not fit the type's blocks ----
+    block: int = 0  # weights per block: a tensor's row length must be a multiple of it
+    fallback: str | None = None  # the type llama.cpp writes such a tensor in instead
 
     @property
     def choice(self) -> str:
@@ -113,31 +116,38 @@ _ROWS = (
     _gguf("f32", 32, 32.0, "32-bit floats, no rounding", "ALL_F32", direct=True),
     _gguf("f16", 16, 16.0, "16-bit floats (norms stay f32)", "MOSTLY_F16", direct=True),
     _gguf("bf16", 16, 16.0, "bfloat16 (norms stay f32)", "MOSTLY_BF16", direct=True),
-    _gguf("q8_0", 8.5, 8.5, "8-bit blocks of 32, one f16 scale each", "MOSTLY_Q8_0"),
-    _gguf("q6_k", 6.5625, 6.5625, "6-bit k-quant", "MOSTLY_Q6_K"),
-    _gguf("q5_k_m", 5.5, 5.70, "5-bit k-quant mix (attention v / ffn down at q6_k)", "MOSTLY_Q5_K_M"),
-    _gguf("q4_k_m", 4.5, 4.90, "4-bit k-quant mix (attention v / ffn down at q6_k)", "MOSTLY_Q4_K_M"),
-    _gguf("q4_0", 4.5, 4.5, "4-bit blocks of 32, one f16 scale each", "MOSTLY_Q4_0"),
+    _gguf("q8_0", 8.5, 8.5, "8-bit blocks of 32, one f16 scale each", "MOSTLY_Q8_0", block=32),
+    _gguf("q6_k", 6.5625, 6.5625, "6-bit k-quant", "MOSTLY_Q6_K", block=256, fallback="q8_0"),
+    _gguf("q5_k_m", 5.5, 5.70, "5-bit k-quant mix (attention v / ffn down at q6_k)", "MOSTLY_Q5_K_M",
+          block=256, fallback="q5_1"),
+    _gguf("q4_k_m", 4.5, 4.90, "4-bit k-quant mix (attention v / ffn down at q6_k)", "MOSTLY_Q4_K_M",
+          block=256, fallback="q5_0"),
+    _gguf("q4_0", 4.5, 4.5, "4-bit blocks of 32, one f16 scale each", "MOSTLY_Q4_0", block=32),
     # ---- GGUF types edgekit does not export, for predictions from a parameter count ----
-    _gguf("q5_1", 6.0, 6.0, "5-bit blocks of 32, scale and minimum", "MOSTLY_Q5_1", export=False),
-    _gguf("q5_0", 5.5, 5.5, "5-bit blocks of 32, one scale", "MOSTLY_Q5_0", export=False),
-    _gguf("q4_1", 5.0, 5.0, "4-bit blocks of 32, scale and minimum", "MOSTLY_Q4_1", export=False),
-    _gguf("iq4_nl", 4.5, 4.5, "4-bit non-linear blocks of 32", "MOSTLY_IQ4_NL", export=False),
-    _gguf("iq4_xs", 4.25, 4.25, "4-bit non-linear super-blocks of 256", "MOSTLY_IQ4_XS", export=False),
-    _gguf("q5_k_s", 5.5, 5.57, "5-bit k-quant, small mix", "MOSTLY_Q5_K_S", export=False),
-    _gguf("q4_k_s", 4.5, 4.67, "4-bit k-quant, small mix", "MOSTLY_Q4_K_S", export=False),
-    _gguf("q3_k_l", 3.4375, 4.31, "3-bit k-quant, large mix", "MOSTLY_Q3_K_L", export=False),
-    _gguf("q3_k_m", 3.4375, 4.00, "3-bit k-quant, medium mix", "MOSTLY_Q3_K_M", export=False),
-    _gguf("q3_k_s", 3.4375, 3.65, "3-bit k-quant, small mix", "MOSTLY_Q3_K_S", export=False),
-    _gguf("q2_k", 2.625, 3.17, "2-bit k-quant mix", "MOSTLY_Q2_K", export=False),
-    _gguf("q2_k_s", 2.625, 3.17, "2-bit k-quant, small mix", "MOSTLY_Q2_K_S", export=False),
+    _gguf("q5_1", 6.0, 6.0, "5-bit blocks of 32, scale and minimum", "MOSTLY_Q5_1", export=False, block=32),
+    _gguf("q5_0", 5.5, 5.5, "5-bit blocks of 32, one scale", "MOSTLY_Q5_0", export=False, block=32),
+    _gguf("q4_1", 5.0, 5.0, "4-bit blocks of 32, scale and minimum", "MOSTLY_Q4_1", export=False, block=32),
+    _gguf("iq4_nl", 4.5, 4.5, "4-bit non-linear blocks of 32", "MOSTLY_IQ4_NL", export=False, block=32),
+    _gguf("iq4_xs", 4.25, 4.25, "4-bit non-linear super-blocks of 256", "MOSTLY_IQ4_XS", export=False,
+          block=256, fallback="iq4_nl"),
+    _gguf("q5_k_s", 5.5, 5.57, "5-bit k-quant, small mix", "MOSTLY_Q5_K_S", export=False, block=256, fallback="q5_1"),
+    _gguf("q4_k_s", 4.5, 4.67, "4-bit k-quant, small mix", "MOSTLY_Q4_K_S", export=False, block=256, fallback="q5_0"),
+    _gguf("q3_k_l", 3.4375, 4.31, "3-bit k-quant, large mix", "MOSTLY_Q3_K_L", export=False,
+          block=256, fallback="iq4_nl"),
+    _gguf("q3_k_m", 3.4375, 4.00, "3-bit k-quant, medium mix", "MOSTLY_Q3_K_M", export=False,
+          block=256, fallback="iq4_nl"),
+    _gguf("q3_k_s", 3.4375, 3.65, "3-bit k-quant, small mix", "MOSTLY_Q3_K_S", export=False,
+          block=256, fallback="iq4_nl"),
+    _gguf("q2_k", 2.625, 3.17, "2-bit k-quant mix", "MOSTLY_Q2_K", export=False, block=256, fallback="iq4_nl"),
+    _gguf("q2_k_s", 2.625, 3.17, "2-bit k-quant, small mix", "MOSTLY_Q2_K_S", export=False,
+          block=256, fallback="iq4_nl"),
     _gguf("iq3_m", 3.4375, 3.66, "3-bit i-quant mix", "MOSTLY_IQ3_M", export=False),
     _gguf("iq3_xxs", 3.0625, 3.06, "3-bit i-quant", "MOSTLY_IQ3_XXS", export=False),
     _gguf("iq2_xs", 2.3125, 2.31, "2-bit i-quant", "MOSTLY_IQ2_XS", export=False),
     # ggml tensor types that are no file type of their own (what a GGUF's dominant tensor type reads as)
-    _gguf("q5_k", 5.5, 5.5, "5-bit k-quant tensors", export=False),
-    _gguf("q4_k", 4.5, 4.5, "4-bit k-quant tensors", export=False),
-    _gguf("q3_k", 3.4375, 3.4375, "3-bit k-quant tensors", export=False),
+    _gguf("q5_k", 5.5, 5.5, "5-bit k-quant tensors", export=False, block=256, fallback="q5_1"),
+    _gguf("q4_k", 4.5, 4.5, "4-bit k-quant tensors", export=False, block=256, fallback="q5_0"),
+    _gguf("q3_k", 3.4375, 3.4375, "3-bit k-quant tensors", export=False, block=256, fallback="iq4_nl"),
 )
 
 QUANTS: dict[str, Quant] = {q.name: q for q in _ROWS}
@@ -179,6 +189,38 @@ def onnx_scheme(q: Quant, *, decoder: bool, int8_mode: str = "auto") -> str:
     if q.encoder_scheme and (int8_mode == "dynamic" or (int8_mode == "auto" and not decoder)):
         return q.encoder_scheme
     return q.scheme or "none"
+
+
+def file_bits(q: Quant, matrices: Sequence[tuple[int, int]], output: tuple[int, int] | None) -> float:
+    """The bits per weight a llama.cpp file of type ``q`` has over these tensors, as llama.cpp types them.
+
+    ``matrices``: (row length, parameters) of each weight matrix but the output layer; ``output``: the output
+    layer's (the token embedding when the two are tied), or None. Two rules of llama.cpp's quantizer
+    (src/llama-quant.cpp, ``llama_tensor_get_type``) decide a small model's size:
+
+    * a tensor whose rows are not a multiple of the type's block is written in its ``fallback`` type instead
+      (k-quants have blocks of 256: SmolLM2's hidden size 576 sends q4_k_m's attention and gate/up matrices
+      to q5_0 and q6_k's to q8_0, so its q6_k file is 138 MB where 6.56 bits would make 111);
+    * the output layer of every quantized type below q8_0 is q6_k, or q8_0 when its rows do not fit 256.
+
+    A matrix that fits keeps the row's effective ``bpw`` (its mix); direct float types are what they say.
+    """
+    if q.format != "gguf" or q.direct or not q.block:
+        return q.bpw
+    def bits(row: Quant, length: int) -> float:
+        if length % row.block == 0 or row.fallback is None:
+            return row.bpw
+        return QUANTS[row.fallback].bpw
+
+    total = sum(n for _, n in matrices) + (output[1] if output else 0)
+    if total <= 0:
+        return q.bpw
+    weighted = sum(bits(q, length) * n for length, n in matrices)
+    if output is not None:
+        length, n = output
+        out = q if q.name == "q8_0" else QUANTS["q6_k"]
+        weighted += bits(out, length) * n
+    return weighted / total
 
 
 def help_text(format: str) -> str:

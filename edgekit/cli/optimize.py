@@ -110,8 +110,9 @@ def optimize_cmd(
     ),
     quality_prune: bool = typer.Option(
         True, "--quality-prune/--no-quality-prune",
-        help="Once a candidate misses the quality floor, prune the lower-bit candidates of its format without "
-        "exporting them (quality taken as monotone in bits); --no-quality-prune tries them all.",
+        help="Once a candidate misses the quality floor by more than a margin (top-1 0.04, KL x1.5), prune the "
+        "candidates of its format with fewer effective bits without exporting them (quality taken as monotone in "
+        "bits); --no-quality-prune tries them all.",
     ),
     force: bool = force_option("Replace OUT if it is an earlier optimize output or empty."),
     prompts: Optional[Path] = typer.Option(
@@ -147,7 +148,7 @@ def optimize_cmd(
     """
     from edgekit.errors import ConfigError
     from edgekit.optimize import optimize
-    from edgekit.optimize.report import candidate_rows
+    from edgekit.optimize.report import candidate_rows, tie_text
     from edgekit.optimize.view import BoardView
 
     if output is None and not dry_run:
@@ -173,6 +174,8 @@ def optimize_cmd(
     k = report.counters
     out.print(f"[bold]choice[/]: {choice.label} -> {result.artifact}  ({k.exports} exported, {k.exports_reused} from "
               f"the cache, {k.benches} benched, {report.wall_s:.0f} s)")
+    if len(report.tied) > 1:
+        out.print(f"a tie: {tie_text(report)}")
     for name in ("markdown", "chart", "json"):
         if name in result.paths:
             err.print(f"[green]wrote[/] {result.paths[name]}")

@@ -61,6 +61,8 @@ class SourceFacts:
     embedding_params: int  # vocabulary x hidden size
     tied: bool
     digest: str  # the source's content: weights, config and tokenizer files
+    hidden: int | None = None
+    ffn: int | None = None
 
 
 def source_facts(src: ResolvedSource, context: int | None) -> SourceFacts:
@@ -87,7 +89,7 @@ def source_facts(src: ResolvedSource, context: int | None) -> SourceFacts:
         n_params=count_params(src.weight_files), layers=shape.n_layers, heads=shape.n_heads,
         kv_heads=shape.n_kv_heads, head_dim=shape.head_dim,
         context=context or min(model_ctx, MAX_CONTEXT), embedding_params=vocab * (shape.hidden or 0),
-        tied=tied_embeddings(src.config), digest=digest,
+        tied=tied_embeddings(src.config), digest=digest, hidden=shape.hidden, ffn=shape.ffn,
     )
 
 
@@ -172,7 +174,7 @@ def plan_shape(facts: SourceFacts, quant: str):
     return shape_from_params(
         facts.n_params, quant, layers=facts.layers, kv_heads=facts.kv_heads, head_dim=facts.head_dim,
         heads=facts.heads, context=facts.context, untied_embedding_params=0 if facts.tied else embed,
-        output_params=embed,
+        output_params=embed, hidden=facts.hidden, ffn=facts.ffn,
     )
 
 
@@ -210,8 +212,30 @@ def prune_by_prediction(c: CandidateRecord, cons: Constraints, target: TargetPro
     return None
 
 
+# Quality is pruned as monotone in the bits a file really has only where a higher-bit candidate misses the floor
+# by more than these margins. Neighbouring types invert on SmolLM2-135M (quality.py's measurements): q4_k_m
+# (5.99 effective bits) top-1 0.853, KL 0.084 against q5_k_m (6.44) 0.827, 0.111; an inversion of 0.026 top-1
+# and 1.32x KL, which a margin of about 1.5 times that covers.
+TOP1_MARGIN = 0.04
+KL_MARGIN = 1.5
+
+
+def clear_miss(c: CandidateRecord, cons: Constraints) -> bool:
+    """Whether ``c``'s gate misses the quality floor by more than the margins (then fewer bits will miss it too)."""
+    top1, kl = c.metric("top1"), c.metric("kl_mean")
+    if cons.min_top1 is not None and top1 is not None and top1 < cons.min_top1 - TOP1_MARGIN:
+        return True
+    return cons.max_kl is not None and kl is not None and kl > cons.max_kl * KL_MARGIN
+
+
+def file_bpw(c: CandidateRecord, facts: SourceFacts) -> float:
+    """The effective bits per weight of ``c``'s file as the plan predicts it (llama.cpp's fallbacks included)."""
+    return round(c.plan.size_bytes * 8 / facts.n_params, 3) if facts.n_params else c.bpw
+
+
 def monotone_reason(c: CandidateRecord, higher: CandidateRecord, floor: str) -> str:
-    return f"{c.quant} has fewer bits than {higher.quant}, which already misses the {floor}"
+    return (f"{c.quant} has fewer effective bits ({c.bpw:.2f}) than {higher.quant} ({higher.bpw:.2f}), which misses "
+            f"the {floor} by more than the margin (top-1 {TOP1_MARGIN:g}, KL x{KL_MARGIN:g})")
 
 
 def floor_text(cons: Constraints) -> str:

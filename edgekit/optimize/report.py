@@ -17,7 +17,7 @@ from edgekit.fileio import (
     OS_LITTER, atomic_path, new_staging_folder, probe_writable, read_json_dict, replace_folder, sweep_stale_staging,
     terminate_cleanly, write_json_atomic, write_text_atomic,
 )
-from edgekit.optimize.decide import quality_axis
+from edgekit.optimize.decide import TIE_FLOOR, quality_axis
 from edgekit.optimize.plan import floor_text, mb
 from edgekit.optimize.schema import REPORT_SCHEMA, CandidateRecord, OptimizeReport
 from edgekit.profiler.report import markdown_table
@@ -33,10 +33,21 @@ def _n(n: int | None, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _status(c: CandidateRecord) -> str:
+def _status(c: CandidateRecord, r: OptimizeReport | None = None) -> str:
     if c.status in ("pruned", "rejected", "failed"):
         return f"{c.status}: {c.reason}"
+    if r is not None and len(r.tied) > 1 and c.label in r.tied:
+        return "chosen: " + tie_text(r) if c.status == "chosen" else f"{c.status} (tied)"
     return c.status
+
+
+def tie_text(r: OptimizeReport) -> str:
+    """Why the choice won a tie, e.g. "the smallest of 3 tied within ±15% on decode (the speeds' noise)"."""
+    if len(r.tied) < 2:
+        return ""
+    within = f"within ±{r.tie_band:.0%} on {r.constraints.objective} (the speeds' noise)" if r.tie_band else \
+        f"on {r.constraints.objective}"
+    return f"the smallest of {len(r.tied)} tied {within}: {', '.join(r.tied)}"
 
 
 def candidate_rows(report: OptimizeReport) -> list[dict[str, str]]:
@@ -60,7 +71,7 @@ def candidate_rows(report: OptimizeReport) -> list[dict[str, str]]:
             f"memory ({report.target})": mb(p.memory_bytes) if p else f"~{mb(c.plan.memory_bytes)}",
             **({f"peak RSS ({place})": mb(m.memory_bytes) if m else "-"} if report.device else {}),  # what it judged
             "cache": "yes" if c.cached else ("new" if c.exported_now else "-"),
-            "status": _status(c),
+            "status": _status(c, report),
         })
     return rows
 
@@ -85,7 +96,8 @@ def markdown(r: OptimizeReport) -> str:
         f"{r.created_at}, edgekit {r.edgekit_version}. Source `{r.source}` (content sha256 {r.source_sha256[:12]}...), "
         f"target **{r.target}** ({_n(r.target_threads, 'thread')}), {where}.", "",
         f"Constraints: {'; '.join(constraint_lines(r))}. Objective: **{r.constraints.objective}** "
-        "(ties go to the smaller artifact).", "",
+        "(candidates within the speed measurements' noise of the best, at least "
+        f"{TIE_FLOOR:.0%}, are tied: the smaller artifact wins, then the better gated).", "",
         f"Candidates: {k.candidates}; pruned before export: {k.pruned_before_export}; exports made: {k.exports}, "
         f"reused from the cache: {k.exports_reused}; benches made: {k.benches}, reused: {k.benches_reused}; "
         f"{r.wall_s:.1f} s. Bench: {s.runs} run{'s' if s.runs != 1 else ''} (+{s.warmup} warm-up), "
@@ -107,7 +119,9 @@ def markdown(r: OptimizeReport) -> str:
         parts += ["", "## Choice", "", f"**{c.label}**: {mb(c.size_bytes)}, "
                   f"top-1 {c.metric('top1') or 0:.3f}, KL {c.metric('kl_mean') or 0:.4f}, decode "
                   f"{_f(speed.decode_tps if speed else None)} tok/s on {r.device or r.target}"
-                  + (f"; written to `{r.artifact}`" if r.artifact else f"; in the cache at `{c.artifact}`")]
+                  + (f" (±{r.tie_band:.0%})" if r.tie_band else "")
+                  + (f"; written to `{r.artifact}`" if r.artifact else f"; in the cache at `{c.artifact}`")
+                  + (f". A tie: {tie_text(r)}." if len(r.tied) > 1 else "")]
     elif not r.dry_run:
         parts += ["", "## Choice", "", "none: no candidate meets every constraint"]
     return "\n".join(parts) + "\n"

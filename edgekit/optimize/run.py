@@ -6,13 +6,16 @@ The run, in order:
 2. plan: the candidates (plan.py), each with a shape-based estimate; what the estimate rules out
    (RAM budget, size, the minimum decode speed when a calibration of the runtime exists) is pruned
    before anything is exported. ``dry_run`` stops here;
-3. per format, from high to low bits: a candidate whose format already saw a higher-bit candidate
-   miss the quality floor is pruned (quality is taken as monotone in bits); the estimate is redone
+3. per format, from high to low bits (the file's effective bits, llama.cpp's fallback types included): a
+   candidate whose format already saw a higher-bit candidate miss the quality floor by more than a margin
+   (plan.TOP1_MARGIN, plan.KL_MARGIN) is pruned (quality taken as monotone in bits); the estimate is redone
    with the freshest calibration of its runtime; then the candidate is exported and gated once
    (cache.py: a second run, for any target, reuses it) and checked against the quality floor and
    the size limit; a survivor is measured on the host (cached per machine) or on the device, and
    predicted for the target from its own calibration;
-4. the choice (decide.py), the Pareto front, and with ``out`` the chosen artifact and the report.
+4. the choice (decide.py: candidates within the speed measurements' noise of the best are tied, and the tie
+   goes to the smaller, then the better gated), the Pareto front, and with ``out`` the chosen artifact and
+   the report.
 
 Nothing meeting the constraints raises :class:`~edgekit.errors.UnmetConstraintsError` with the
 closest candidates; the whole table is on the error (``.result``) and nothing is written to ``out``.
@@ -98,6 +101,7 @@ class _Run:
         self.counters = Counters()
         self.cals: dict[str, Calibration] = {}  # the freshest calibration per runtime
         self.arts: dict[str, Path] = {}  # label -> artifact folder in the cache
+        self.tie: tuple[float, list[str]] = (0.0, [])  # the tie band and the labels tied with the best
 
     # ---- estimates ---------------------------------------------------------------------
     def estimate(self, c: CandidateRecord) -> None:
@@ -188,6 +192,8 @@ class _Run:
         c.measured_on = self.device or "host"
         c.measured = Speeds(decode_tps=d.decode_tps.median, prefill_tps=d.prefill_tps.median, ttft_s=d.ttft_s.median,
                             memory_bytes=rss, fits=None if rss is None else rss <= self.budget)
+        c.spread = {k: round((s.max - s.min) / s.median, 4) for k, s in
+                    (("decode_tps", d.decode_tps), ("prefill_tps", d.prefill_tps), ("ttft_s", d.ttft_s)) if s.median}
         if result.calibration is not None:
             self.cals[result.calibration.backend] = result.calibration
             self.predict_target(c, result.calibration)
@@ -217,7 +223,7 @@ class _Run:
             return
         missed_quality = decide.quality_misses(c, self.cons)
         gate_own = entry.gate is not None and entry.gate.precision == c.quant
-        if missed_quality and gate_own:
+        if missed_quality and gate_own and plan.clear_miss(c, self.cons):
             failed_floor.setdefault(c.format, c)
         if entry.status == "gate_failed":
             where = "" if gate_own else f" (its {entry.gate.precision} intermediate)"
@@ -339,6 +345,7 @@ def _plan_candidates(run: _Run, rows, digest: str) -> list[CandidateRecord]:
                             threads=run.threads, key=plan.cache_key(run.facts, q, {}, digest, code),
                             plan=plan.estimate(run.facts, q, run.target, run.cals.get(BACKEND_OF_FORMAT[q.format]),
                                                run.threads, opts["prompt_tokens"], opts["gen_tokens"]))
+        c.bpw = plan.file_bpw(c, run.facts)
         c.cached = cache.lookup(c.key) is not None
         pruned = plan.prune_by_prediction(c, run.cons, run.target)
         if pruned:
@@ -346,7 +353,8 @@ def _plan_candidates(run: _Run, rows, digest: str) -> list[CandidateRecord]:
             run.counters.pruned_before_export += 1
         cands.append(c)
     run.counters.candidates = len(cands)
-    return cands
+    order = {f: i for i, f in enumerate(dict.fromkeys(c.format for c in cands))}
+    return sorted(cands, key=lambda c: (order[c.format], -c.bpw))  # per format, the file's bits from high to low
 
 
 def _evaluate(run: _Run, cands: list[CandidateRecord], source, prompts, quality_prune: bool) -> None:
@@ -360,7 +368,7 @@ def _evaluate(run: _Run, cands: list[CandidateRecord], source, prompts, quality_
             for c in cands:
                 if c.status == "planned":
                     run.evaluate(c, source, prompts, failed_floor, quality_prune)
-            _finish(run, cands, run.cons, run.device)
+            run.tie = _finish(run, cands, run.cons, run.device)
             for c in cands:
                 if c.status == "chosen":
                     view.update(c, "chosen")
@@ -380,6 +388,8 @@ def _result(run: _Run, report: OptimizeReport, cands: list[CandidateRecord], out
     from edgekit.optimize.report import write_outputs
 
     report.choice = next((c.label for c in cands if c.status == "chosen"), None)
+    if report.choice is not None:
+        report.tie_band, report.tied = run.tie
     report.pareto = [c.label for c in cands if c.pareto]
     result = OptimizeResult(report)
     if report.choice is None:
@@ -429,16 +439,20 @@ def _calibrations(formats: set[str], view: CandidateView) -> dict[str, Calibrati
     return cals
 
 
-def _finish(run: _Run, cands: list[CandidateRecord], cons: Constraints, device: str | None) -> None:
-    """Predictions for exported candidates never benched, objective values, the choice and the Pareto front."""
+def _finish(run: _Run, cands: list[CandidateRecord], cons: Constraints, device: str | None
+            ) -> tuple[float, list[str]]:
+    """Predictions for exported candidates never benched, objective values, the choice and the Pareto front;
+    returns the tie band and the labels tied with the best."""
     for c in cands:
         if c.artifact and c.predicted is None and BACKEND_OF_FORMAT[c.format] in run.cals:
             run.predict_target(c, run.cals[BACKEND_OF_FORMAT[c.format]])
         c.objective_value = decide.objective_value(c, cons.objective, device is not None)
-    chosen = decide.choose(cands, cons.objective)
+    band = decide.tie_band(cands, cons.objective)
+    chosen, tied = decide.choose(cands, cons.objective, band)
     if chosen is not None:
         chosen.status = "chosen"
     decide.pareto(cands, cons, device is not None)
+    return band, [c.label for c in tied]
 
 
 def _constraints_text(cons: Constraints, target: str) -> str:

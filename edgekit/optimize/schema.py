@@ -87,6 +87,8 @@ class CandidateRecord(StrictModel):
     predicted: Speeds | None = Field(None, description="for the target, from the artifact and a host calibration")
     predicted_from: str | None = Field(None, description="the calibration the prediction used")
     objective_value: float | None = None
+    spread: dict[str, float] = Field(default_factory=dict, description="relative range (max - min) / median of "
+                                     "each measured speed over the bench runs: decode_tps, prefill_tps, ttft_s")
     pareto: bool = False
     artifact: str | None = Field(None, description="the artifact in edgekit's cache")
 
@@ -132,6 +134,9 @@ class OptimizeReport(StrictModel):
     dry_run: bool = False
     candidates: list[CandidateRecord]
     choice: str | None = None
+    tie_band: float | None = Field(None, description="candidates within this fraction of the best objective value "
+                                   "were tied (the speed measurements' noise): the smaller, then the better gated won")
+    tied: list[str] = Field(default_factory=list, description="the candidates tied with the best, the choice among them")
     pareto: list[str] = Field(default_factory=list, description="labels on the quality / speed / size front")
     counters: Counters
     wall_s: float = 0.0

@@ -297,11 +297,25 @@ def quant_choices() -> list[str]:
     return sorted(q.name for q in quants.rows("gguf")) + sorted(q.name for q in quants.rows("onnx"))
 
 
+def _matrices(layers: int, hidden: int, ffn: int, q_dim: int, kv_dim: int, embedding: int) -> list[tuple[int, int]]:
+    """(row length, parameters) of a decoder's weight matrices but the output layer: per layer q, k, v, o, gate,
+    up and down; the token embedding when it is its own tensor (untied)."""
+    per_layer = [(hidden, hidden * q_dim), (hidden, hidden * kv_dim), (hidden, hidden * kv_dim), (q_dim, q_dim * hidden),
+                 (hidden, hidden * ffn), (hidden, hidden * ffn), (ffn, ffn * hidden)]
+    out = [(length, n * layers) for length, n in per_layer]
+    return out + [(hidden, embedding)] if embedding else out
+
+
 def shape_from_params(
     params: int, quant: str, *, layers: int | None = None, kv_heads: int | None = None, head_dim: int | None = None,
     heads: int | None = None, context: int | None = None, untied_embedding_params: int = 0, output_params: int = 0,
+    hidden: int | None = None, ffn: int | None = None,
 ) -> ModelShape:
     """A :class:`ModelShape` from a parameter count and a quantization: every weight at the type's bits per weight.
+
+    With ``hidden`` and ``ffn`` (and the layer and head counts), a GGUF type's bits are the file's: the matrices
+    llama.cpp writes in another type, because their rows do not fit the type's blocks, and its output layer
+    (:func:`edgekit.quants.file_bits`).
 
     An untied input embedding (``untied_embedding_params``) is resident but only gathered. The KV cache needs
     ``layers``, ``kv_heads`` and ``head_dim`` (f16 for GGUF, fp32 for ONNX). ``output_params`` (vocabulary x
@@ -318,6 +332,9 @@ def shape_from_params(
         check_count(name, v, minimum=2 if name == "context" else 1)
     for name, v in (("untied_embedding_params", untied_embedding_params), ("output_params", output_params)):
         check_count(name, v, minimum=0, maximum=params)
+    if row.format == "gguf" and hidden and ffn and layers and heads and kv_heads and head_dim:
+        bpw = quants.file_bits(row, _matrices(layers, hidden, ffn, heads * head_dim, kv_heads * head_dim,
+                                              untied_embedding_params), (hidden, output_params) if output_params else None)
     weight_bytes = int(params * bpw / 8)
     gathered = int(untied_embedding_params * bpw / 8)
     kv_elem = 2 if backend == "llama.cpp" else 4

@@ -1,10 +1,12 @@
 """edgekit optimize on SmolLM2: one cold run with a small candidate set, then runs that must reuse it.
 
-The cold run (module fixture): GGUF f16, q8_0, q4_k_m, q4_0 and ONNX int8, top-1 floor 0.9, at least
+The cold run (module fixture): GGUF f16, q8_0, q4_k_m, q4_0 and ONNX int8, top-1 floor 0.92, at least
 7.5 decode tokens/s on "slow-board" (a Raspberry Pi 5 with 1.5 GB/s of memory bandwidth, so that decode
 speed is set by the bytes read per token: f16 predicts about 5 tok/s, q8_0 about 9). What it has to show:
 f16 pruned before export by the predicted decode speed; q8_0 passes (top-1 about 0.945); q4_k_m (about 0.85)
-is rejected by the floor, so q4_0 is pruned without export (quality taken as monotone in bits); ONNX int8 is exported.
+is rejected by the floor, by more than the pruning margin (0.04), so q4_0 is pruned without export (quality taken
+as monotone in bits); ONNX int8 is exported. Three more runs, while two processes keep the cores busy, bench the
+candidates afresh each time and must make one choice.
 
 The last test measures two of the cold run's candidates on a loopback SSH device (conftest.py) and checks
 that the choice follows the device's measurements. The module runs in a cache folder of its own, so that
@@ -23,6 +25,7 @@ import pytest
 
 from edgekit.errors import UnmetConstraintsError
 from edgekit.optimize import optimize
+from edgekit.optimize.report import markdown
 from edgekit.optimize.view import CandidateView
 from edgekit.progress import Progress
 from tests.conftest import TEST_CACHE, error_line, run_cli
@@ -31,7 +34,7 @@ pytestmark = pytest.mark.slow
 
 FAST = dict(runs=1, warmup=0, prompt_tokens=32, gen_tokens=16, host_threads=1)
 COLD_QUANTS = ["f16", "q8_0", "q4_k_m", "q4_0", "int8"]
-MIN_TOP1, MIN_DECODE = 0.9, 7.5
+MIN_TOP1, MIN_DECODE = 0.92, 7.5
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +75,14 @@ def _entries(cache: Path) -> dict[str, int]:
     return {str(p.relative_to(cache)): p.stat().st_mtime_ns for p in (cache / "optimize").glob("*/entry.json")}
 
 
+def _beats(decode: float, size: int, chosen_size: int, data: dict, measured: bool = False) -> bool:
+    """Whether a candidate with this decode speed and size should have won over the choice: smaller, and tied
+    with the best (within the report's tie band)."""
+    speeds = [c["measured" if measured else "predicted"]["decode_tps"] for c in data["candidates"]
+              if c["status"] in ("ok", "chosen")]
+    return size < chosen_size and decode >= max(speeds) * (1 - (data["tie_band"] or 0.0))
+
+
 def test_choice_meets_every_constraint(cold):
     result, out = cold
     data = json.loads((out / "optimize.json").read_text())
@@ -103,9 +114,8 @@ def test_no_unpruned_candidate_meeting_the_constraints_beats_the_choice(cold):
         meets = (gate is not None and gate["status"] == "passed" and gate["metrics"]["top1"] >= MIN_TOP1
                  and predicted is not None and predicted["fits"] and predicted["decode_tps"] >= MIN_DECODE)
         assert meets == (c["status"] == "ok"), c  # every candidate that meets them is "ok", no other
-        if meets:  # objective: decode on the target; a tie goes to the smaller
-            assert (c["predicted"]["decode_tps"] < chosen["predicted"]["decode_tps"] * 1.005
-                    or c["size_bytes"] >= chosen["size_bytes"])
+        if meets:  # objective: decode on the target; a tie (within the band) goes to the smaller
+            assert not _beats(c["predicted"]["decode_tps"], c["size_bytes"], chosen["size_bytes"], data), c
     # the front: the choice is on it (nothing is better on quality, speed and size at once)
     assert chosen["pareto"] and chosen["label"] in data["pareto"]
 
@@ -122,7 +132,9 @@ def test_pruned_and_rejected_for_the_stated_reasons(cold):
     assert q4km.metric("top1") < MIN_TOP1 and q4km.misses == [f"top-1 {q4km.metric('top1'):.3f} < {MIN_TOP1:g}"]
     q40 = by["gguf-q4_0"]  # fewer bits than q4_k_m: pruned without export
     assert q40.status == "pruned" and q40.reason_code == "quality_monotone" and q40.gate is None
-    assert q40.reason == "q4_0 has fewer bits than q4_k_m, which already misses the top-1 floor 0.9"
+    assert q40.reason.startswith(f"q4_0 has fewer effective bits ({q40.bpw:.2f}) than q4_k_m ({q4km.bpw:.2f}), "
+                                 "which misses the top-1 floor 0.92 by more than the margin")
+    assert 8.5 > q4km.bpw > q40.bpw > 4.5  # the file's bits: SmolLM2's 576-wide rows send k-quants to fallbacks
     assert by["gguf-q8_0"].metric("top1") >= MIN_TOP1 and by["gguf-q8_0"].status in ("chosen", "ok")
     assert by["onnx-int8"].gate is not None  # the other format is judged on its own
     k = result.report.counters
@@ -179,12 +191,13 @@ def test_unmeetable_constraints_exit_2_with_the_closest(cold, smollm2_hf, tmp_pa
 
 def test_unmeetable_in_python_carries_the_table(cold, smollm2_hf):
     # A floor just above what this host's gate measured for q8_0 in the cold run (0.944 on one EPYC, 0.949 on
-    # another): q8_0 misses it on any host, so q4_k_m (fewer bits) is not tried.
+    # another): q8_0 misses it on any host, by less than the pruning margin, so q4_k_m is still judged (from the
+    # cache) and misses too.
     q8_top1 = next(c for c in cold[0].candidates if c.label == "gguf-q8_0").metric("top1")
     with pytest.raises(UnmetConstraintsError) as info:
         optimize(smollm2_hf, "pixel-8", quants=["q8_0", "q4_k_m"], min_top1=min(1.0, q8_top1 + 0.01), **FAST)
     table = info.value.result.candidates
-    assert [c.status for c in table] == ["rejected", "pruned"]
+    assert [c.status for c in table] == ["rejected", "rejected"]
     # the error's table and the cached gate of the cold run report the same measurement
     assert info.value.details[0].startswith(f"gguf-q8_0 (top-1 {q8_top1:.3f}")
     assert info.value.result.report.counters.exports == 0
@@ -200,7 +213,9 @@ def test_dry_run_exports_nothing(cold, own_cache, smollm2_hf, tmp_path):
     by = {c["label"]: c for c in data["candidates"]}
     assert by["gguf-q8_0"]["status"] == "pruned" and by["gguf-q8_0"]["reason_code"] == "max_size"  # ~143 MB
     assert by["gguf-q8_0"]["plan"]["decode_tps"] > 0  # the calibration the cold run left
-    assert by["gguf-q6_k"]["status"] == by["gguf-q5_k_m"]["status"] == "planned"
+    # q6_k's file is mostly q8_0 on this model (576-wide rows): ~137 MB predicted, pruned; q5_k_m ~109 MB is not
+    assert by["gguf-q6_k"]["status"] == "pruned" and by["gguf-q6_k"]["reason_code"] == "max_size"
+    assert by["gguf-q5_k_m"]["status"] == "planned"
     assert sorted(os.listdir(own_cache / "optimize")) == before  # no new cache folder, no export
 
 
@@ -219,8 +234,9 @@ def test_device_measures_the_candidates_and_the_choice_follows(cold, own_cache, 
         assert c.status in ("chosen", "ok") and c.measured_on == "board" and c.measured.decode_tps > 0
         assert c.objective_value == c.measured.decode_tps  # judged on the device's numbers, not the prediction
     chosen = result.choice
-    for c in result.candidates:  # the best measured decode (a tie within 0.5% goes to the smaller)
-        assert (c.measured.decode_tps < chosen.measured.decode_tps * 1.005 or c.size_bytes >= chosen.size_bytes)
+    data = report.to_json()
+    for c in result.candidates:  # the best measured decode (a tie within the band goes to the smaller)
+        assert not _beats(c.measured.decode_tps, c.size_bytes, chosen.size_bytes, data, measured=True)
     md = (tmp_path / "ship" / "optimize.md").read_text()
     assert "measured on device board (the choice is made from these measurements)" in md
     assert "| decode tok/s (board) |" in md and "| peak RSS (board) |" in md and "1 thread on board;" in md
@@ -230,3 +246,33 @@ def test_device_measures_the_candidates_and_the_choice_follows(cold, own_cache, 
     data = json.loads((tmp_path / "ship" / "optimize.json").read_text())
     assert data["device"] == "board" and data["choice"] == chosen.label
     assert all(c["measured_on"] == "board" for c in data["candidates"])
+
+
+def test_three_runs_on_a_busy_host_make_one_choice(cold, own_cache, smollm2_hf):
+    """Three runs for the Raspberry Pi 5, each benching its candidates afresh while two processes keep both cores
+    busy: one choice. q8_0 (145 MB) and q6_k (138 MB, mostly q8_0 tensors on this model) predict within a few
+    percent of each other, which one bench's noise reorders; the tie band makes the smaller win every time."""
+    import subprocess
+    import sys
+
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    runs = []
+    try:
+        for _ in range(3):
+            for p in (own_cache / "optimize").glob("*/bench/*.json"):
+                p.unlink()  # fresh host measurements; the exports and gates stay cached
+            result = optimize(smollm2_hf, "raspberry-pi-5", quants=["q8_0", "q6_k", "int8"], **{**FAST, "runs": 2})
+            assert result.report.counters.benches == 3 and result.report.counters.exports <= 1
+            runs.append(result.report)
+    finally:
+        for b in burners:
+            b.kill()
+            b.wait()
+    assert len({r.choice for r in runs}) == 1, [(r.choice, [(c.label, c.objective_value) for c in r.candidates])
+                                                for r in runs]
+    for r in runs:
+        assert r.tie_band >= 0.15 and r.choice in r.tied
+        chosen = r.candidate(r.choice)
+        assert all(r.candidate(t).size_bytes >= chosen.size_bytes for t in r.tied)
+    md = markdown(runs[-1])
+    assert f"(±{runs[-1].tie_band:.0%})" in md

@@ -55,20 +55,86 @@ def _cand(label: str, *, top1: float | None, size: int | None, decode: float | N
 
 def test_choice_is_the_best_on_the_objective_and_ties_go_to_the_smaller():
     a = _cand("gguf-q8_0", top1=0.94, size=145, decode=40.0)
-    b = _cand("gguf-q4_k_m", top1=0.85, size=105, decode=40.1)  # within 0.5%: a tie, and smaller
-    c = _cand("onnx-int8", top1=0.96, size=160, decode=30.0)
+    b = _cand("gguf-q4_k_m", top1=0.85, size=105, decode=36.0)  # 10% slower: within the tie band, and smaller
+    c = _cand("onnx-int8", top1=0.96, size=160, decode=30.0)  # 25% slower: out of it
     d = _cand("gguf-q4_0", top1=0.56, size=76, decode=60.0, status="rejected")  # fastest but not ok
     cands = [a, b, c, d]
     for x in cands:
         x.objective_value = decide.objective_value(x, "decode", device=False)
-    assert decide.choose(cands, "decode") is b
+    band = decide.tie_band(cands, "decode")
+    assert band == decide.TIE_FLOOR
+    assert decide.choose(cands, "decode", band) == (b, [b, a])
+    assert decide.choose(cands, "decode", 0.0) == (a, [a])  # no band: the fastest
     for x in cands:
         x.objective_value = decide.objective_value(x, "size", device=False)
-    assert decide.choose(cands, "size") is b
+    assert decide.tie_band(cands, "size") == 0.0  # bytes are exact
+    assert decide.choose(cands, "size", 0.0)[0] is b
     for x in cands:
         x.objective_value = decide.objective_value(x, "ttft", device=False)
-    assert decide.choose(cands, "ttft") is b
-    assert decide.choose([d], "decode") is None
+    assert decide.choose(cands, "ttft", band) == (b, [b, a])
+    assert decide.choose([d], "decode", band) == (None, [])
+
+
+def test_the_tie_band_widens_to_the_measured_spread_and_the_tie_goes_to_size_then_quality():
+    a = _cand("gguf-q8_0", top1=0.94, size=145, decode=40.0)
+    b = _cand("gguf-q6_k", top1=0.91, size=138, decode=30.0)  # 25% slower than a
+    a.spread = {"decode_tps": 0.3}  # a's runs ranged over 30% of its median: b is within that noise
+    for x in (a, b):
+        x.objective_value = decide.objective_value(x, "decode", device=False)
+    assert decide.tie_band([a, b], "decode") == 0.3
+    assert decide.choose([a, b], "decode", 0.3)[0] is b
+    same = _cand("onnx-int4", top1=0.95, size=138, decode=31.0)  # as small as b, better gated
+    same.objective_value = 31.0
+    assert decide.choose([a, b, same], "decode", 0.3)[0] is same
+
+
+def test_the_choice_reports_the_tie():
+    a = _cand("gguf-q4_k_m", top1=0.85, size=105_000_000, decode=36.0, status="chosen")
+    b = _cand("gguf-q8_0", top1=0.94, size=145_000_000, decode=40.0)
+    r = _report([a, b], choice="gguf-q4_k_m")
+    r.tie_band, r.tied = 0.15, ["gguf-q4_k_m", "gguf-q8_0"]
+    text = markdown(r)
+    assert "36.0 tok/s on pixel-8 (±15%)" in text
+    assert "A tie: the smallest of 2 tied within ±15% on decode (the speeds' noise): gguf-q4_k_m, gguf-q8_0" in text
+    assert "| ok (tied) |" in text and "| chosen: the smallest of 2 tied" in text
+
+
+def test_quality_prunes_only_beyond_the_margin():
+    cons = Constraints(min_top1=0.85)
+    near = _cand("gguf-q5_k_m", top1=0.85 - plan.TOP1_MARGIN / 2, size=112, decode=40.0)
+    far = _cand("gguf-q5_k_m", top1=0.85 - plan.TOP1_MARGIN * 2, size=112, decode=40.0)
+    assert not plan.clear_miss(near, cons) and plan.clear_miss(far, cons)
+    kl = Constraints(max_kl=0.1)
+    worse = _cand("gguf-q5_k_m", top1=0.9, size=112, decode=40.0)
+    worse.gate.metrics["kl_mean"] = 0.1 * plan.KL_MARGIN * 1.1
+    assert plan.clear_miss(worse, kl)
+    worse.gate.metrics["kl_mean"] = 0.1 * (1 + plan.KL_MARGIN) / 2
+    assert not plan.clear_miss(worse, kl)
+
+
+def test_predicted_gguf_sizes_follow_llama_cpps_fallback_types():
+    """SmolLM2-135M's shape: its 576-wide rows fit no 256-weight k-quant block. The sizes llama.cpp's quantizer
+    wrote for it (llama-cpp-python 0.3, from edgekit's f16): q8_0 144.8 MB, q6_k 138.4, q5_k_m 112.1,
+    q4_k_m 105.5, q4_0 91.7 (the vocabulary's metadata adds about 2 MB to each)."""
+    from edgekit.profiler.shape import shape_from_params
+
+    real = {"q8_0": 144.8, "q6_k": 138.4, "q5_k_m": 112.1, "q4_k_m": 105.5, "q4_0": 91.7}
+    for quant, size_mb in real.items():
+        shape = shape_from_params(134_515_008, quant, layers=30, kv_heads=3, head_dim=64, heads=9, context=2048,
+                                  output_params=49152 * 576, hidden=576, ffn=1536)
+        assert 0.94 < shape.weight_bytes / 1e6 / size_mb < 1.0, quant  # synthetic
+        naive = shape_from_params(134_515_008, quant, layers=30, kv_heads=3, head_dim=64, heads=9, context=2048)
+        assert naive.weight_bytes <= shape.weight_bytes
+    # a shape whose rows fit the blocks keeps the row's own bits
+    fits = shape_from_params(10**9, "q4_k_m", layers=16, kv_heads=8, head_dim=64, heads=32, context=2048,
+                             output_params=32000 * 2048, hidden=2048, ffn=8192)
+    from edgekit import quants
+
+    assert fits.weight_bytes < 10**9 * quants.get("q6_k").bpw / 8
+    assert quants.file_bits(quants.get("q4_k_m"), [(2048, 1000)], None) == quants.get("q4_k_m").bpw
+    assert quants.file_bits(quants.get("q4_k_m"), [(576, 1000)], None) == quants.get("q5_0").bpw
+    assert quants.file_bits(quants.get("q4_0"), [(576, 1000)], (576, 1000)) == (4.5 + 8.5) / 2
+    assert quants.file_bits(quants.get("f16"), [(576, 1000)], (576, 1000)) == 16.0
 
 
 def test_pareto_front_quality_speed_size():
@@ -130,16 +196,20 @@ def test_out_is_checked_before_any_work(tmp_path):
     assert check_out(tmp_path / "new", force=False) == tmp_path / "new"
 
 
+def _report(cands: list[CandidateRecord], choice: str | None) -> OptimizeReport:
+    return OptimizeReport(
+        created_at="now", edgekit_version="0", source="src", source_sha256="0" * 64, target="pixel-8",
+        target_threads=4, ram_budget_bytes=4 * 10**9, constraints=Constraints(min_top1=0.9),
+        settings=Settings(formats=["gguf"], quants=[c.quant for c in cands], runs=1, warmup=0, prompt_tokens=8,
+                          gen_tokens=4, host_threads=1, context=4096, quality_prune=True, prompts_sha256="x"),
+        candidates=cands, choice=choice, counters=Counters(candidates=len(cands)))
+
+
 def test_markdown_lists_every_candidate_with_its_status():
     a = _cand("gguf-q8_0", top1=0.94, size=145_000_000, decode=40.0, status="chosen")
     b = _cand("gguf-q4_0", top1=None, size=None, decode=None, status="pruned")
     b.reason = "q4_0 has fewer bits than q4_k_m, which already misses the top-1 floor 0.9"
-    report = OptimizeReport(
-        created_at="now", edgekit_version="0", source="src", source_sha256="0" * 64, target="pixel-8",
-        target_threads=4, ram_budget_bytes=4 * 10**9, constraints=Constraints(min_top1=0.9),
-        settings=Settings(formats=["gguf"], quants=["q8_0", "q4_0"], runs=1, warmup=0, prompt_tokens=8,
-                          gen_tokens=4, host_threads=1, context=4096, quality_prune=True, prompts_sha256="x"),
-        candidates=[a, b], choice="gguf-q8_0", counters=Counters(candidates=2))
+    report = _report([a, b], choice="gguf-q8_0")
     text = markdown(report)
     assert "| gguf-q8_0 | 8 | 0.940 |" in text and "chosen" in text
     assert "pruned: q4_0 has fewer bits than q4_k_m" in text

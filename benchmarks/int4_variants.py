@@ -49,6 +49,7 @@ def plans(n_layers: int) -> dict:
     # llama.cpp's use_more_bits layers (the first and last eighth, every third between): q4_k_m's 8-bit mix
     more = [i for i in range(n_layers) if i < n_layers // 8 or i >= 7 * n_layers // 8 or (i - n_layers // 8) % 3 == 2]
     wide = {f"blk.{i}.{m}": 8 for i in more for m in ("ffn_down", "attn_qkv")}
+    down_all = {f"blk.{i}.ffn_down": 8 for i in range(n_layers)}
     return {
         "default": lambda: default_plan("int4"),
         "float-min-no-attn-output": lambda: float_min_on("ffn_down", "ffn_gate_up", "attn_qkv"),
@@ -58,6 +59,17 @@ def plans(n_layers: int) -> dict:
         "integer": lambda: integer(),
         "integer-rtn": lambda: QuantPlan(default_bits=4, head_bits=8, embed_bits=4, method="rtn"),
         "integer-4bit-output": lambda: QuantPlan(default_bits=4, head_bits=4, embed_bits=4, method="search"),
+        # 8 bits for the layer matrices whose 4-bit rounding costs most (calib.sensitive_matrices), this share
+        "integer-sensitive-20": lambda: integer(sensitive=0.2),
+        "integer-sensitive-30": lambda: integer(sensitive=0.3),
+        "float-min-sensitive-20": lambda: QuantPlan(default_bits=4, head_bits=8, embed_bits=4, method="minmax",
+                                                    sensitive=0.2),
+        # GPTQ (nbits._gptq): rounding errors corrected through the inputs' second moments
+        "gptq": lambda: QuantPlan(default_bits=4, head_bits=8, embed_bits=4, method="gptq"),
+        "gptq-sensitive-20": lambda: QuantPlan(default_bits=4, head_bits=8, embed_bits=4, method="gptq", sensitive=0.2),
+        "gptq-sensitive-30": lambda: QuantPlan(default_bits=4, head_bits=8, embed_bits=4, method="gptq", sensitive=0.3),
+        "gptq-8bit-mix": lambda: QuantPlan(default_bits=4, head_bits=8, embed_bits=4, method="gptq", bits=wide),
+        "integer-8bit-down-mix": lambda: integer(bits={**wide, **down_all}),
     }
 
 

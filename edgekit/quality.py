@@ -92,15 +92,24 @@ DEFAULT_THRESHOLDS: dict[str, dict[str, dict[str, float]]] = {
         "fp16": {"kl_mean": 2e-3, "kl_max": 0.1, "top1": 0.95},
         "f16": {"kl_mean": 1e-3, "kl_max": 0.1, "top1": 0.95},  # real 7e-6; one zeroed mid-layer q_proj 0.066
         "bf16": {"kl_mean": 5e-3, "kl_max": 0.1, "top1": 0.95},  # real 2.7e-4 (max 0.004, top-1 0.986)
-        "q8_0": {"kl_mean": 0.03, "kl_max": 0.5, "top1": 0.9},  # real 0.0073/0.11/0.944; zeroed q 0.072/0.66/0.862
-        "int8": {"kl_mean": 0.05, "kl_max": 1.0, "top1": 0.88},
-        "q6_k": {"kl_mean": 0.06, "kl_max": 0.6, "top1": 0.87},  # real 0.027/0.25/0.914; zeroed q 0.090/0.71/0.827
-        "q5_k_m": {"kl_mean": 0.15, "kl_max": 2.5, "top1": 0.8},  # real 0.111/1.45/0.827; zeroed q 0.175/2.56/0.785
-        "q4_k_m": {"kl_mean": 0.12, "kl_max": 2.5, "top1": 0.83},  # real 0.084/1.20/0.853; zeroed q 0.143/0.91/0.813
-        "q4_0": {"kl_mean": 0.75, "kl_max": 10.0, "top1": 0.5},  # real 0.60/6.9/0.563 (Q4_1 weights requantized); zeroed down 0.79
+        # GGUF rows: "real" is the packaged SmolLM2 (its blocks on Q4_1's grid), "off-grid" the copy of
+        # benchmarks/native_like.py with every block moved off it, as a natively trained checkpoint's are; the
+        # 4-bit bounds are set from the off-grid copy, where the grid gives no head start.
+        "q8_0": {"kl_mean": 0.03, "kl_max": 0.5, "top1": 0.9},  # real 0.0073/0.11/0.944; off-grid 0.010/0.12/0.939;
+        # zeroed q 0.072/0.66/0.862
+        "int8": {"kl_mean": 0.05, "kl_max": 1.0, "top1": 0.88},  # off-grid 0.010/0.09/0.928
+        "q6_k": {"kl_mean": 0.06, "kl_max": 0.6, "top1": 0.87},  # real 0.027/0.25/0.914; off-grid 0.033/0.36/0.907;
+        # zeroed q 0.090/0.71/0.827
+        "q5_k_m": {"kl_mean": 0.15, "kl_max": 2.5, "top1": 0.75},  # real 0.111/1.45/0.827; off-grid 0.098/1.7/0.818;
+        # zeroed q 0.175/2.56/0.785
+        "q4_k_m": {"kl_mean": 0.25, "kl_max": 2.5, "top1": 0.72},  # real 0.084/1.20/0.853; off-grid 0.148/1.63/0.804
+        # (the bounds 0.12 / 0.83 it had, set on the grid, failed the off-grid copy); zeroed q 0.143/0.91/0.813
+        "q4_0": {"kl_mean": 1.2, "kl_max": 10.0, "top1": 0.45},  # real 0.60/6.9/0.563; off-grid 0.85/6.3/0.528;
+        # zeroed down 0.79 on the grid: a 4-bit type without a mix only catches gross damage
         # int4 decoders from the fused builder (the int4 row's fused_plan in quants.py: 4-bit blocks with
         # a float minimum, output layer 8-bit; SmolLM2 real 0.024/0.20/0.907, the alternatives it was picked from in
-        # benchmarks/int4_variants.py). The bounds are q4_k_m's, what llama.cpp's 4-bit reaches. Optimum-traced
+        # benchmarks/int4_variants.py). The bounds are the ones q4_k_m had on the grid; off the grid this plan
+        # measures 0.618/6.0/0.591 and fails them (benchmarks/int4_variants.py --source native-like). Optimum-traced
         # int4 decoders (onnxruntime's RTN quantizer, far less accurate: README) are gated with the int4 row's
         # traced_bounds in quants.py instead, the bounds this row had before the fused builder.
         "int4": {"kl_mean": 0.12, "kl_max": 2.5, "top1": 0.83},
@@ -434,11 +443,38 @@ def format_gate_line(label: str, report: GateReport) -> str:
     return f"gate {label}: {report.status.upper()} ({metrics}; {report.n_prompts} prompts, {report.seconds:.1f}s)"
 
 
+# Rounding error per extra bit: the squared error of a uniform quantizer falls 4x per bit, and next-token KL
+# roughly with it (SmolLM2-135M moved off its 4-bit grid, benchmarks/native_like.py: fused ONNX int4 with
+# integer zero points KL 0.43, int8 0.010; 3.4 more bits per weight predict 0.004). An estimate, optimistic by
+# about 2x there, to name the precision worth trying next, not a promise.
+KL_PER_BIT = 4.0
+
+
+def higher_precision(report: GateReport) -> str | None:
+    """For a failed gate of a quantized decoder: the lowest higher precision of the same format whose KL,
+    estimated from this gate's (:data:`KL_PER_BIT`), meets that precision's default bounds."""
+    row = quants.get(report.precision or "")
+    kl = report.metrics.get("kl_mean")
+    if report.kind != "decoder" or row is None or kl is None or not math.isfinite(kl):
+        return None
+    bounds = DEFAULT_THRESHOLDS["decoder"]
+    for q in sorted(quants.rows(row.format, export=True), key=lambda q: q.bpw):
+        if q.bpw <= row.bpw or q.name not in bounds:
+            continue
+        estimate = kl / KL_PER_BIT ** (q.bpw - row.bpw)
+        if estimate <= bounds[q.name]["kl_mean"]:
+            return f"{q.choice} (its KL estimated at {estimate:.2g} against its bound {bounds[q.name]['kl_mean']:g})"
+    return None
+
+
 def raise_if_failed(report: GateReport, label: str | None = None) -> None:
-    """Raise :class:`QualityGateError` (carrying ``report``) when the gate failed; ``label`` names the artifact."""
+    """Raise :class:`QualityGateError` (carrying ``report``) when the gate failed; ``label`` names the artifact.
+    A failed quantized decoder names the higher precision likely to pass."""
     if report.status == "failed":
         what = f"quality gate failed for the {label} artifact" if label else "quality gate failed"
-        raise QualityGateError(f"{what}: " + "; ".join(report.failures), report)
+        higher = higher_precision(report)
+        hint = f"; a higher precision would likely pass: {higher}" if higher else ""
+        raise QualityGateError(f"{what}: " + "; ".join(report.failures) + hint, report)
 
 
 def skipped_report(kind: str, prompts: Sequence[str]) -> GateReport:

@@ -81,3 +81,21 @@ def test_prompts_file(tmp_path):
         load_prompts(f)
     with pytest.raises(ConfigError, match="does not exist"):
         load_prompts(tmp_path / "missing.txt")
+
+
+def test_a_failed_4_bit_gate_names_a_higher_precision_likely_to_pass():
+    from edgekit.errors import QualityGateError
+    from edgekit.manifest import GateReport
+    from edgekit.quality import higher_precision, raise_if_failed
+
+    def failed(precision, kl):
+        return GateReport(status="failed", kind="decoder", reference="test", precision=precision,
+                          metrics={"kl_mean": kl, "top1": 0.5}, failures=[f"kl_mean = {kl}, needs <= 0.1"])
+
+    assert higher_precision(failed("int4", 0.6)).startswith("int8 ")  # synthetic
+    # a near miss of q4_k_m: the next GGUF type up; a far miss skips the types whose estimate still misses
+    assert higher_precision(failed("q4_k_m", 0.3)).startswith("q5_k_m ")  # synthetic
+    assert higher_precision(failed("q4_0", 0.9)).startswith("q6_k ")  # synthetic
+    assert higher_precision(failed("f32", 0.2)) is None  # nothing above it
+    with pytest.raises(QualityGateError, match="a higher precision would likely pass: int8"):
+        raise_if_failed(failed("int4", 0.6), "int4")

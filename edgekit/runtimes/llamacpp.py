@@ -23,7 +23,7 @@ from edgekit.hostmem import meminfo
 from edgekit.manifest import Manifest
 from edgekit.runtimes.base import Model
 from edgekit.runtimes.threads import available_cpus, check_threads
-from edgekit.translate import translated
+from edgekit.translate import translate, translated
 
 DEFAULT_CONTEXT = 4096
 GGUF_MAGIC = b"GGUF"
@@ -131,8 +131,10 @@ class LlamaCppModel(Model):
         self.llm.reset()
 
     def _forward(self, ids: Sequence[int]) -> np.ndarray:
-        with translated("llama.cpp", "eval", tokens=len(ids)):
+        try:  # once per token: a plain try costs nothing when nothing is raised
             self.llm.eval(ids)
+        except Exception as exc:
+            raise translate(exc, "llama.cpp", "eval", tokens=len(ids)) from exc
         ptr = self._get_logits_ith(self._ctx, -1)
         return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(self.n_vocab,))
 

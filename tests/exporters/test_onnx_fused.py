@@ -278,6 +278,64 @@ def test_minmax_offsets_are_added_by_the_graph(tmp_path):
     assert np.abs(got - want).max() < 0.05 * np.abs(want).max()  # accuracy level 4: int8 activations
 
 
+def _correlated(rng, t: int, k: int) -> np.ndarray:
+    """t activations of k channels that move together (a few shared factors), as a layer's inputs do."""
+    factors = rng.normal(size=(t, 8)) @ rng.normal(size=(8, k))
+    return (factors + 0.3 * rng.normal(size=(t, k))).astype(np.float32) * rng.uniform(0.1, 3, size=k).astype(np.float32)
+
+
+def test_gptq_lowers_the_output_error_and_keeps_the_layout(tmp_path):
+    """GPTQ's rounding, corrected through the inputs' second moment, gives a smaller error on the layer's output
+    than the best per-block rounding; its blocks run through MatMulNBits as they are."""
+    import onnxruntime as ort
+
+    from edgekit.exporters.onnx_fused.build import DecoderBuilder, QuantPlan
+    from edgekit.exporters.onnx_fused.graph import Graph
+
+    rng = np.random.RandomState(3)
+    x = _correlated(rng, 400, 128)
+    w = rng.normal(size=(48, 128)).astype(np.float32) * 0.05
+    h = x.T @ x / len(x)
+    imp = np.diag(h).copy()
+
+    def out_err(q):
+        return float(np.square(x @ (nbits.dequantize(q) - w).T).mean())
+
+    search, gptq = nbits.quantize(w, 4, 32, "search", imp), nbits.quantize(w, 4, 32, "gptq", imp, h)
+    assert gptq.offsets is None and gptq.packed.shape == search.packed.shape
+    assert out_err(gptq) < 0.8 * out_err(search)
+    # without a second moment it is the importance-weighted search
+    assert np.array_equal(nbits.quantize(w, 4, 32, "gptq", imp).packed, search.packed)
+
+    g = Graph(tmp_path / "m.onnx.data")
+    xin = g.input("x", np.float32, [1, "s", 128])
+    builder = DecoderBuilder.__new__(DecoderBuilder)
+    builder.plan = QuantPlan(default_bits=4, method="gptq", importance={"m": imp}, hessian={"m": h})
+    builder.matrices, builder.taps = {}, {}
+    g.op("Identity", [builder.linear(g, xin, "m", w, None, 4)], "out", outputs=["y"])
+    g.output("y", np.float32, [1, "s", 48])
+    g.save(tmp_path / "m.onnx", producer="test", metadata={})
+    g.close()
+    xs = x[None, :5]
+    got = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": xs})[0]
+    want = xs @ nbits.dequantize(gptq).T
+    assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
+
+
+def test_sensitive_matrices_spend_the_8_bit_share_on_the_costliest(tiny_llama):
+    from edgekit.exporters.onnx_fused.build import QuantPlan
+    from edgekit.exporters.onnx_fused.calib import sensitive_matrices
+    from edgekit.sources import resolve_source
+
+    src = resolve_source(str(tiny_llama))
+    plan = QuantPlan(default_bits=4, method="rtn")
+    chosen = sensitive_matrices(src.path, src.weight_files, plan, 0.3)
+    everything = sensitive_matrices(src.path, src.weight_files, plan, 1.0)
+    assert chosen and set(chosen.values()) == {8} and set(chosen) < set(everything)
+    assert all(name.split(".")[-1] in ("attn_qkv", "attn_output", "ffn_gate_up", "ffn_down") for name in everything)
+    assert sensitive_matrices(src.path, src.weight_files, plan, 0.0) == {}
+
+
 def test_fused_runtime_imports_no_torch(tiny_fused):
     code = (
         "import sys, edgekit\n"

@@ -65,6 +65,8 @@ class QuantPlan:
     bits: dict[str, int] = field(default_factory=dict)
     methods: dict[str, str] = field(default_factory=dict)  # per-matrix overrides of ``method``
     importance: dict[str, np.ndarray] = field(default_factory=dict)  # per-input channel weights for "search"
+    sensitive: float = 0.0  # this fraction of the layer matrices' weights at 8 bits, the costliest at 4 (calib.py)
+    hessian: dict[str, np.ndarray] = field(default_factory=dict)  # per-matrix input second moments for "gptq"
 
     def bits_for(self, name: str) -> int:
         return self.bits.get(name, self.default_bits)
@@ -73,6 +75,7 @@ class QuantPlan:
         return {"default_bits": self.default_bits, "block_size": self.block, "method": self.method,
                 "accuracy_level": self.accuracy_level, "output_bits": self.head_bits,
                 "embedding_bits": self.embed_bits, "overrides": dict(sorted(self.bits.items())),
+                **({"sensitive_8bit_fraction": self.sensitive} if self.sensitive else {}),
                 **({"method_overrides": dict(sorted(self.methods.items()))} if self.methods else {})}
 
 
@@ -144,7 +147,7 @@ class DecoderBuilder:
         method = self.plan.methods.get(name, self.plan.method)
         if method == "minmax" and k % self.plan.block:  # the block sums need whole blocks: integer zero points
             method = "search" if self.plan.importance.get(name) is not None else "rtn"
-        q = nbits.quantize(w, bits, self.plan.block, method, self.plan.importance.get(name))
+        q = nbits.quantize(w, bits, self.plan.block, method, self.plan.importance.get(name), self.plan.hessian.get(name))
         inputs = [x, g.weight(f"{name}.qweight", q.packed), g.weight(f"{name}.scales", q.scales),
                   g.weight(f"{name}.zero_points", q.zero_points)]
         if bias is not None:

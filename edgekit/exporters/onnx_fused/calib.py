@@ -36,9 +36,10 @@ CALIBRATION_TEXTS = (
 
 
 def activation_importance(folder: Path, files: list[Path], tokenizer, threads: int | None = None, *,
-                          ctx=None) -> dict[str, np.ndarray]:
+                          ctx=None, full: bool = False) -> dict[str, np.ndarray]:
     """Mean squared input activation per channel, for every matrix of the fused decoder (by its graph name).
 
+    ``full``: the whole second moment ``X^T X / tokens`` (K x K) instead of its diagonal, what GPTQ needs.
     ``ctx``: the export's :class:`~edgekit.exporters.context.ExportContext` (config, family, tensors read once)."""
     import onnxruntime as ort
 
@@ -66,8 +67,44 @@ def activation_importance(folder: Path, files: list[Path], tokenizer, threads: i
                     feeds[f"past_key_values.{i}.{t}"] = np.zeros((1, s.n_kv_heads, 0, s.head_dim), np.float32)
             outs = sess.run(names, feeds)
             for v, x in zip(names, outs):
-                sq = np.square(x.reshape(-1, x.shape[-1]).astype(np.float64)).sum(axis=0)
+                x2 = x.reshape(-1, x.shape[-1])
+                sq = (x2.T @ x2).astype(np.float32) if full else np.square(x2.astype(np.float64)).sum(axis=0)
                 sums[v] = sq if sums[v] is None else sums[v] + sq
             count += len(ids)
         del sess
-    return {k: (sums[v] / count).astype(np.float32) for k, v in builder.taps.items() if v in sums}
+    return {k: (sums[v] / np.float32(count)).astype(np.float32) for k, v in builder.taps.items() if v in sums}
+
+
+def sensitive_matrices(folder: Path, files: list[Path], plan, fraction: float, *, ctx=None) -> dict[str, int]:
+    """8 bits for the layer matrices whose 4-bit rounding costs most, until ``fraction`` of their weights is 8-bit.
+
+    A matrix's cost is its mean activation-weighted squared rounding error per weight at 4 bits under ``plan``
+    (its method and the ``plan.importance`` this module measured): what the matrix adds to its output's error
+    on the calibration text, per byte that 8 bits would spend on it."""
+    from edgekit.exporters.onnx_fused import nbits
+    from edgekit.exporters.onnx_fused.build import DecoderBuilder, QuantPlan
+
+    builder = DecoderBuilder(folder, files, QuantPlan(), ctx=ctx)
+    scored, total = [], 0
+    for i in range(builder.shape.n_layers):
+        p = f"blk.{i}"
+        mats = {"attn_qkv": lambda: builder.qkv(i)[0], "attn_output": lambda: builder.w.get(f"{p}.attn_output.weight"),
+                "ffn_gate_up": lambda: builder.gate_up(i), "ffn_down": lambda: builder.w.get(f"{p}.ffn_down.weight")}
+        for kind, get in mats.items():
+            name = f"{p}.{kind}"
+            w = get()
+            imp = plan.importance.get(name)
+            a = np.ones(w.shape[1], np.float32) if imp is None else imp
+            method = plan.methods.get(name, plan.method)
+            if method == "minmax" and w.shape[1] % plan.block:
+                method = "search" if imp is not None else "rtn"
+            d = nbits.dequantize(nbits.quantize(w, 4, plan.block, method, imp)) - w
+            scored.append((float((d * d * a[None, :]).sum()) / w.size, name, w.size))
+            total += w.size
+            del w, d
+    budget, chosen = fraction * total, {}
+    for _cost, name, n in sorted(scored, reverse=True):
+        if n <= budget:
+            chosen[name] = 8
+            budget -= n
+    return chosen

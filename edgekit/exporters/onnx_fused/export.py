@@ -17,6 +17,8 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
+
 from edgekit.artifact import Artifact
 from edgekit import quants
 from edgekit.errors import ConfigError, MissingDependencyError
@@ -117,11 +119,19 @@ def _build_step(ctx: ExportContext, stage: Path, plan: QuantPlan, precision: str
                 progress: Progress):
     """Calibrate where the plan asks for it, then build the graph into ``stage``: (builder, result)."""
     src = ctx.source
-    if plan.method == "search" and not plan.importance:
+    if (plan.method in ("search", "gptq") or plan.sensitive) and not plan.importance:
         from edgekit.exporters.onnx_fused.calib import activation_importance
 
+        full = plan.method == "gptq"
         with progress.step("calibrate: input activation statistics of every matrix (fp32 graph)"):
-            plan.importance = activation_importance(src.path, src.weight_files, ctx.tokenizer(stage), threads, ctx=ctx)
+            stats = activation_importance(src.path, src.weight_files, ctx.tokenizer(stage), threads, ctx=ctx, full=full)
+        plan.importance = {k: np.diag(v).copy() for k, v in stats.items()} if full else stats
+        plan.hessian = stats if full else {}
+    if plan.sensitive and not plan.bits:
+        from edgekit.exporters.onnx_fused.calib import sensitive_matrices
+
+        with progress.step(f"calibrate: the {plan.sensitive:.0%} of matrix weights 4 bits would cost most"):
+            plan.bits = sensitive_matrices(src.path, src.weight_files, plan, plan.sensitive, ctx=ctx)
     with progress.step(f"export: building the fused {precision} decoder graph from {src.path.name}"):
         builder = DecoderBuilder(src.path, src.weight_files, plan, ctx=ctx)
         return builder, builder.build(stage)

@@ -6,13 +6,17 @@ a float scale and an integer zero point; the weight is read back as
 ``(q - zero_point) * scale`` with ``q`` in ``[0, 2**bits)``. ``q`` is packed along
 ``K`` (4 bits: two per byte, the first in the low nibble), zero points likewise.
 
-Two ways to choose a block's scale and zero point:
+Ways to choose a block's scale and zero point:
 
 * ``rtn``: the block's range (widened to include 0) split into ``2**bits - 1`` steps;
 * ``search``: the range is shrunk and shifted over a small grid of candidates and
   the candidate with the least (importance-weighted) squared error is kept, the
   idea of llama.cpp's ``make_qkx2_quants``; ``importance`` is an optional per-input
-  weight (the mean squared activation of that input channel).
+  weight (the mean squared activation of that input channel);
+* ``gptq``: the rounding of each input column is corrected in the columns not yet
+  rounded, through the inverse of the inputs' second moment ``H = X^T X`` (Frantar et
+  al., "GPTQ", 2022, with groups of ``block`` whose scale is chosen by ``search`` on the
+  corrected weights when the group starts); needs ``hessian`` (K x K).
 """
 
 from __future__ import annotations
@@ -94,13 +98,18 @@ def _search(x: np.ndarray, qmax: int, weight: np.ndarray, steps: int = 16):
 
 
 def quantize(w: np.ndarray, bits: int = 4, block: int = 32, method: str = "rtn",
-             importance: np.ndarray | None = None) -> QuantMatrix:
+             importance: np.ndarray | None = None, hessian: np.ndarray | None = None) -> QuantMatrix:
     """Quantize a float ``(N, K)`` matrix block-wise along ``K`` (see the module docstring)."""
     if bits not in (4, 8):
         raise ValueError(f"bits must be 4 or 8, got {bits}")
     w = np.asarray(w, dtype=np.float32)
     n, k = w.shape
     qmax = (1 << bits) - 1
+    if method == "gptq":
+        if hessian is None or k % block:
+            method = "search" if hessian is None else "rtn"
+        else:
+            return _gptq(w, hessian, bits, block)
     x = _blocks(w, block)
     if method == "rtn":
         scale, zp = _rtn(x, qmax)
@@ -113,9 +122,51 @@ def quantize(w: np.ndarray, bits: int = 4, block: int = 32, method: str = "rtn",
     elif method == "minmax":
         return _minmax(x, qmax, bits, block, n, k)
     else:
-        raise ValueError(f"unknown quantization method {method!r}: use rtn, search or minmax")
+        raise ValueError(f"unknown quantization method {method!r}: use rtn, search, gptq or minmax")
     q = np.clip(np.round(x / scale[..., None]) + zp[..., None], 0, qmax).astype(np.uint8)
     return QuantMatrix(_pack(q, bits), scale.astype(np.float32), _pack(zp.astype(np.uint8), bits), bits, block, n, k)
+
+
+def _gptq(w: np.ndarray, hessian: np.ndarray, bits: int, block: int, lazy: int = 128,
+          damp: float = 0.01) -> QuantMatrix:
+    """GPTQ with groups of ``block`` columns (integer zero points, the MatMulNBits layout)."""
+    n, k = w.shape
+    qmax = (1 << bits) - 1
+    W = w.astype(np.float64, copy=True)
+    H = hessian.astype(np.float64, copy=True)
+    diag = np.diag(H).copy()
+    dead = diag <= 0
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+    H[np.diag_indices(k)] += damp * float(np.mean(np.diag(H)))
+    # the upper Cholesky factor of H^-1: row j holds how column j's error spreads to the columns after it
+    hinv = np.linalg.cholesky(np.linalg.inv(H)).T
+    importance = np.where(dead, 0.0, diag).astype(np.float32)
+    q = np.empty((n, k), np.uint8)
+    nb = k // block
+    scales = np.empty((n, nb), np.float32)
+    zps = np.empty((n, nb), np.float32)
+    lazy = max(block, lazy - lazy % block)
+    for b0 in range(0, k, lazy):
+        b1 = min(b0 + lazy, k)
+        w1 = W[:, b0:b1].copy()
+        err1 = np.zeros_like(w1)
+        for j in range(b1 - b0):
+            col = b0 + j
+            if col % block == 0:
+                g = col // block
+                grp = w1[:, j:j + block].astype(np.float32)[:, None, :]
+                sc, zp = _search(grp, qmax, importance[None, None, col:col + block])
+                scales[:, g], zps[:, g] = sc[:, 0], zp[:, 0]
+            g = col // block
+            qc = np.clip(np.round(w1[:, j] / scales[:, g]) + zps[:, g], 0, qmax)
+            q[:, col] = qc
+            e = (w1[:, j] - (qc - zps[:, g]) * scales[:, g]) / hinv[col, col]
+            w1[:, j:] -= np.outer(e, hinv[col, col:b1])
+            err1[:, j] = e
+        W[:, b1:] -= err1 @ hinv[b0:b1, b1:]
+    packed = _pack(q.reshape(n, nb, block), bits)
+    return QuantMatrix(packed, scales, _pack(zps.astype(np.uint8), bits), bits, block, n, k)
 
 
 def _minmax(x: np.ndarray, qmax: int, bits: int, block: int, n: int, k: int) -> QuantMatrix:

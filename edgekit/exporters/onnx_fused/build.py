@@ -68,15 +68,37 @@ class QuantPlan:
     sensitive: float = 0.0  # this fraction of the layer matrices' weights at 8 bits, the costliest at 4 (calib.py)
     hessian: dict[str, np.ndarray] = field(default_factory=dict)  # per-matrix input second moments for "gptq"
 
+    eight_bit: tuple[str, ...] = ()  # matrices at 8 bits by rule: "ffn_down" (every layer), "attn_qkv:more" (more_bits)
+    on_grid: dict[str, Any] = field(default_factory=dict)  # fields that replace these for a source on a 4-bit grid
+    source_on_grid: bool = False  # the export found the source's blocks on a 4-bit grid and applied ``on_grid``
+
     def bits_for(self, name: str) -> int:
         return self.bits.get(name, self.default_bits)
+
+    def resolve(self, n_layers: int) -> None:
+        """Turn the ``eight_bit`` rules into per-matrix ``bits`` for a model of ``n_layers`` (explicit bits win)."""
+        more = set(more_bits_layers(n_layers))
+        for rule in self.eight_bit:
+            kind, _, which = rule.partition(":")
+            for i in range(n_layers):
+                if which != "more" or i in more:
+                    self.bits.setdefault(f"blk.{i}.{kind}", 8)
 
     def describe(self) -> dict[str, Any]:
         return {"default_bits": self.default_bits, "block_size": self.block, "method": self.method,
                 "accuracy_level": self.accuracy_level, "output_bits": self.head_bits,
                 "embedding_bits": self.embed_bits, "overrides": dict(sorted(self.bits.items())),
                 **({"sensitive_8bit_fraction": self.sensitive} if self.sensitive else {}),
+                **({"eight_bit_rules": list(self.eight_bit)} if self.eight_bit else {}),
+                **({"source_on_4bit_grid": True} if self.source_on_grid else {}),
                 **({"method_overrides": dict(sorted(self.methods.items()))} if self.methods else {})}
+
+
+def more_bits_layers(n_layers: int) -> list[int]:
+    """llama.cpp's ``use_more_bits`` layers (the first and last eighth, every third between): where q4_k_m keeps
+    attention v and ffn down at 6 bits."""
+    return [i for i in range(n_layers)
+            if i < n_layers // 8 or i >= 7 * n_layers // 8 or (i - n_layers // 8) % 3 == 2]
 
 
 @dataclass
@@ -121,6 +143,7 @@ class DecoderBuilder:
         self.spec = ctx.family("onnx") if ctx is not None else fused_spec_for(self.config)
         self.shape = ctx.shape if ctx is not None else shape_of(self.config)
         self.plan = plan
+        plan.resolve(self.shape.n_layers)
         self.context = int(context or self.shape.context)
         self.w = Weights(self.spec, files, self.shape.n_layers, ctx.refs if ctx is not None else None)
         self.eps = float(self.config.get("rms_norm_eps", 1e-6))

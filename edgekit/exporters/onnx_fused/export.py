@@ -115,10 +115,25 @@ def export_fused(
     return Artifact(out, manifest)
 
 
+def _on_4bit_grid(ctx: ExportContext) -> bool:
+    """Whether the source's first layer matrices sit on a 4-bit grid in blocks of 32 (see nbits.grid_fraction)."""
+    from edgekit.exporters.onnx_fused import nbits
+
+    probe = DecoderBuilder(ctx.source.path, ctx.source.weight_files, QuantPlan(), ctx=ctx)
+    names = [n for n in ("blk.0.attn_q.weight", "blk.0.ffn_down.weight") if probe.w.has(n)]
+    return bool(names) and min(nbits.grid_fraction(probe.w.get(n)) for n in names) > 0.9
+
+
 def _build_step(ctx: ExportContext, stage: Path, plan: QuantPlan, precision: str, threads: int | None,
                 progress: Progress):
     """Calibrate where the plan asks for it, then build the graph into ``stage``: (builder, result)."""
     src = ctx.source
+    if plan.on_grid and not plan.source_on_grid and _on_4bit_grid(ctx):
+        for key, value in plan.on_grid.items():  # in place: the manifest describes the plan that was built
+            setattr(plan, key, value)
+        plan.on_grid, plan.source_on_grid = {}, True
+        progress.log("the source's weights sit on a 4-bit grid (dequantized from a 4-bit GGUF?): "
+                     f"int4 blocks with a float minimum reproduce it ({plan.method})")
     if (plan.method in ("search", "gptq") or plan.sensitive) and not plan.importance:
         from edgekit.exporters.onnx_fused.calib import activation_importance
 

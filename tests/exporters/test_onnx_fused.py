@@ -336,6 +336,38 @@ def test_sensitive_matrices_spend_the_8_bit_share_on_the_costliest(tiny_llama):
     assert sensitive_matrices(src.path, src.weight_files, plan, 0.0) == {}
 
 
+def test_grid_fraction_tells_a_dequantized_checkpoint_from_a_float_one():
+    rng = np.random.RandomState(4)
+    w = rng.normal(size=(16, 96)).astype(np.float32)
+    on_grid = nbits.dequantize(nbits.quantize(w, 4, 32, "minmax"))  # what dequantizing Q4_1 leaves
+    assert nbits.grid_fraction(on_grid) > 0.99 and nbits.grid_fraction(w) < 0.05
+
+
+def test_int4_plan_follows_the_source(tiny_llama, tmp_path):
+    """A float checkpoint gets integer zero points and the 8-bit mix; the same checkpoint snapped onto a 4-bit grid
+    (as a checkpoint dequantized from Q4_1 is) gets blocks with a float minimum, which reproduce it."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    snapped = tmp_path / "snapped"
+    shutil.copytree(tiny_llama, snapped)
+    for f in snapped.glob("*.safetensors"):
+        tensors = load_file(f)
+        for name, t in tensors.items():
+            if t.ndim == 2 and t.shape[1] % 32 == 0:
+                tensors[name] = nbits.dequantize(nbits.quantize(t.astype(np.float32), 4, 32, "minmax")).astype(t.dtype)
+        save_file(tensors, f, metadata={"format": "pt"})
+    float_art = export_onnx(tiny_llama, tmp_path / "float", quant="int4", via="fused")
+    grid_art = export_onnx(snapped, tmp_path / "grid", quant="int4", via="fused")
+    fp = float_art.manifest.quantization.params
+    gp = grid_art.manifest.quantization.params
+    assert fp["method"] == "search" and "source_on_4bit_grid" not in fp
+    assert fp["overrides"]["blk.0.ffn_down"] == 8 and fp["eight_bit_rules"] == ["ffn_down", "attn_qkv:more"]
+    assert gp["method"] == "minmax" and gp["source_on_4bit_grid"] is True and gp["overrides"] == {}
+    assert float_art.manifest.gate.status == grid_art.manifest.gate.status == "passed"
+
+
 def test_fused_runtime_imports_no_torch(tiny_fused):
     code = (
         "import sys, edgekit\n"

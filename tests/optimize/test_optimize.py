@@ -248,6 +248,7 @@ def test_device_measures_the_candidates_and_the_choice_follows(cold, own_cache, 
     assert all(c["measured_on"] == "board" for c in data["candidates"])
 
 
+@pytest.mark.timeout(2400)  # a q6_k export and nine benches on a host kept busy on purpose
 def test_three_runs_on_a_busy_host_make_one_choice(cold, own_cache, smollm2_hf):
     """Three runs for the Raspberry Pi 5, each benching its candidates afresh while two processes keep both cores
     busy: one choice. q8_0 (145 MB) and q6_k (138 MB, mostly q8_0 tensors on this model) predict within a few

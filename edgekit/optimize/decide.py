@@ -72,16 +72,30 @@ def better(objective: str, a: float, b: float) -> bool:
 # another order (three runs, three choices). Candidates within this fraction of the best are tied, or within
 # the spread the benches measured where that is wider; sizes are exact (bytes), so "size" has no band.
 TIE_FLOOR = 0.15
+# On a host busy enough that the benches wait for a CPU, each runtime's calibration carries the load of its own
+# moment: with two processes spinning on a 2-core host (the benches waiting about a third of their time), the
+# predicted Pi 5 decode of SmolLM2's ONNX int8 against its GGUF q6_k moved between 1.33x and 0.89x from one run
+# to the next, the GGUFs among themselves by 9%. There the band is this wide, and the report says why.
+BUSY_WAIT, BUSY_BAND = 0.10, 0.35
 _SPREAD_KEY = {"decode": "decode_tps", "prefill": "prefill_tps", "ttft": "ttft_s"}
+
+
+def busy_wait(cands: list[CandidateRecord]) -> float | None:
+    """The largest share of time a bench of ``cands`` waited for a CPU (None: none recorded)."""
+    waits = [c.cpu_wait for c in cands if c.cpu_wait is not None]
+    return max(waits) if waits else None
 
 
 def tie_band(cands: list[CandidateRecord], objective: str) -> float:
     """The fraction of the best objective value within which candidates count as equal: the widest relative
-    range of their measured runs, at least :data:`TIE_FLOOR` (0 for the size objective)."""
+    range of their measured runs, at least :data:`TIE_FLOOR`, or :data:`BUSY_BAND` when a bench waited more than
+    :data:`BUSY_WAIT` of its time for a CPU (0 for the size objective)."""
     if objective == "size":
         return 0.0
     key = _SPREAD_KEY[objective]
-    return max([TIE_FLOOR, *(c.spread.get(key, 0.0) for c in cands if c.status == "ok")])
+    ok = [c for c in cands if c.status == "ok"]
+    floor = BUSY_BAND if (busy_wait(ok) or 0.0) > BUSY_WAIT else TIE_FLOOR
+    return max([floor, *(c.spread.get(key, 0.0) for c in ok)])
 
 
 def _quality_key(c: CandidateRecord) -> tuple[float, float]:

@@ -17,7 +17,7 @@ from edgekit.fileio import (
     OS_LITTER, atomic_path, new_staging_folder, probe_writable, read_json_dict, replace_folder, sweep_stale_staging,
     terminate_cleanly, write_json_atomic, write_text_atomic,
 )
-from edgekit.optimize.decide import TIE_FLOOR, quality_axis
+from edgekit.optimize.decide import BUSY_BAND, BUSY_WAIT, TIE_FLOOR, busy_wait, quality_axis
 from edgekit.optimize.plan import floor_text, mb
 from edgekit.optimize.schema import REPORT_SCHEMA, CandidateRecord, OptimizeReport
 from edgekit.profiler.report import markdown_table
@@ -45,7 +45,10 @@ def tie_text(r: OptimizeReport) -> str:
     """Why the choice won a tie, e.g. "the smallest of 3 tied within ±15% on decode (the speeds' noise)"."""
     if len(r.tied) < 2:
         return ""
-    within = f"within ±{r.tie_band:.0%} on {r.constraints.objective} (the speeds' noise)" if r.tie_band else \
+    wait = busy_wait(r.candidates)
+    why = (f"the host was busy: a bench waited {wait:.0%} of its time for a CPU" if r.tie_band
+           and r.tie_band >= BUSY_BAND and wait is not None and wait > BUSY_WAIT else "the speeds' noise")
+    within = f"within ±{r.tie_band:.0%} on {r.constraints.objective} ({why})" if r.tie_band else \
         f"on {r.constraints.objective}"
     return f"the smallest of {len(r.tied)} tied {within}: {', '.join(r.tied)}"
 
@@ -97,7 +100,10 @@ def markdown(r: OptimizeReport) -> str:
         f"target **{r.target}** ({_n(r.target_threads, 'thread')}), {where}.", "",
         f"Constraints: {'; '.join(constraint_lines(r))}. Objective: **{r.constraints.objective}** "
         "(candidates within the speed measurements' noise of the best, at least "
-        f"{TIE_FLOOR:.0%}, are tied: the smaller artifact wins, then the better gated).", "",
+        f"{TIE_FLOOR:.0%}, {BUSY_BAND:.0%} when the host was busy, are tied: the smaller artifact wins, then the "
+        "better gated)."
+        + ("" if r.device else " The predictions of one runtime's kernels share one calibration: the least "
+           "disturbed of this run's benches (`predicted_from`)."), "",
         f"Candidates: {k.candidates}; pruned before export: {k.pruned_before_export}; exports made: {k.exports}, "
         f"reused from the cache: {k.exports_reused}; benches made: {k.benches}, reused: {k.benches_reused}; "
         f"{r.wall_s:.1f} s. Bench: {s.runs} run{'s' if s.runs != 1 else ''} (+{s.warmup} warm-up), "

@@ -89,6 +89,8 @@ class CandidateRecord(StrictModel):
     objective_value: float | None = None
     spread: dict[str, float] = Field(default_factory=dict, description="relative range (max - min) / median of "
                                      "each measured speed over the bench runs: decode_tps, prefill_tps, ttft_s")
+    cpu_wait: float | None = Field(None, description="share of its bench runs' time spent waiting for a CPU "
+                                   "(median): how busy the host was while it was measured")
     pareto: bool = False
     artifact: str | None = Field(None, description="the artifact in edgekit's cache")
 

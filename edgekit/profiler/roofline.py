@@ -162,6 +162,13 @@ def _roof(shape: ModelShape, profile: TargetProfile, threads: int, position: int
     return t, "memory" if t_mem >= t_cmp else "compute"
 
 
+def least_disturbed(cals: list[Calibration]) -> Calibration:
+    """Of calibrations of one runtime's kernels on this host, the one the rest of the host slowed least: the
+    highest kernel efficiency, then the least overhead per token (other processes only ever make a sample
+    slower)."""
+    return max(cals, key=lambda k: (k.compute_efficiency, -k.token_overhead_s, -k.layer_overhead_s))
+
+
 def calibrate(
     shape: ModelShape, host: TargetProfile, *, threads: int, artifact: str, measured_at: str,
     forward_s: float | None = None, token_latency_s: float | None = None, decode_position: int = 0,

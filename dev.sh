@@ -58,9 +58,16 @@ demo() {
   "$ek" inspect "$out/smollm2-onnx-int8"
   "$ek" inspect "$out/smollm2-gguf-q4_k_m"
 
-  step "4/10 run: the same API over ONNX and GGUF; embeddings from MiniLM"
+  step "4/10 run: the same API over ONNX and GGUF; a JSON object extracted under a schema; embeddings from MiniLM"
   "$ek" run "$out/smollm2-onnx-int8" --raw -p "The capital of France is" -n 32   # --raw: plain text to continue
   "$ek" run "$out/smollm2-gguf-q4_k_m" -p "Give me three tips for better sleep." -n 48   # through the chat template
+  cat > "$out/person.schema.json" <<'JSON'
+{"type": "object", "additionalProperties": false, "required": ["name", "age", "city"],
+ "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 0}, "city": {"type": "string"}}}
+JSON
+  # the answer is held to the schema token by token; --json prints the parsed object too
+  "$ek" run "$out/smollm2-gguf-q4_k_m" -p "Extract the person as JSON: Alice is 31 and lives in Paris." \
+    --json-schema "$out/person.schema.json" -n 64 --json
   "$ek" embed "$out/minilm-int8" "Small models run on phones." "Edge devices answer quickly."
 
   step "5/10 fallback to a remote LLM: a local OpenAI-compatible server (llama-cpp-python) stands in for the large model"

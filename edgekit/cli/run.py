@@ -44,6 +44,45 @@ def generation_config(**settings) -> GenerationConfig:
     return GenerationConfig(**settings)
 
 
+def _read_option_file(path: Path, option: str) -> str:
+    from edgekit.fileio import not_a_file
+
+    if not path.is_file():
+        raise ConfigError(f"{option} {path} {not_a_file(path)}: pass a file", param=option)
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{option} {path} cannot be read as UTF-8 text ({exc}): pass a text file",
+                          param=option) from exc
+
+
+def format_option(json_schema: Path | None, regex: str | None, grammar: Path | None) -> dict | None:
+    """The response_format of --json-schema FILE, --regex RE or --grammar FILE (at most one)."""
+    given = [name for name, v in (("--json-schema", json_schema), ("--regex", regex), ("--grammar", grammar))
+             if v is not None]
+    if len(given) > 1:
+        raise ConfigError(f"{' and '.join(given)} both constrain the answer: pass one of them", param=given[1])
+    if json_schema is not None:
+        from edgekit.fileio import parse_json
+
+        try:
+            schema = parse_json(_read_option_file(json_schema, "--json-schema"))
+        except ValueError as exc:
+            raise ConfigError(f"--json-schema {json_schema} is not valid JSON ({exc}): pass a JSON Schema file",
+                              param="--json-schema") from exc
+        if isinstance(schema, dict) and schema.get("type") in ("json_schema", "json_object"):
+            return schema  # OpenAI's response_format object, as an API request carries it
+        if not isinstance(schema, dict):
+            raise ConfigError(f"--json-schema {json_schema} holds a JSON {type(schema).__name__}, not a schema "
+                              "object: pass a JSON Schema file", param="--json-schema")
+        return {"type": "json_schema", "json_schema": {"name": json_schema.stem, "schema": schema}}
+    if regex is not None:
+        return {"type": "regex", "pattern": regex}
+    if grammar is not None:
+        return {"type": "lark", "grammar": _read_option_file(grammar, "--grammar")}
+    return None
+
+
 def _fmt_timings(t, tier: str) -> str:
     if tier == "remote":
         rate = f" ({t.decode_tokens / t.decode_s:.1f} chunks/s)" if t.decode_s > 0 else ""
@@ -71,7 +110,7 @@ def answer(target: Tier, request: tuple[str, Any], cfg: GenerationConfig, *, as_
 
     kind, payload = request
     events = target.stream_chat(payload, cfg) if kind == "chat" else target.stream(payload, cfg)
-    parts, probs, ents, timings, finish = [], [], [], None, None
+    parts, probs, ents, timings, finish, parsed = [], [], [], None, None, None
     try:
         for ev in events:
             parts.append(ev.text)
@@ -82,7 +121,7 @@ def answer(target: Tier, request: tuple[str, Any], cfg: GenerationConfig, *, as_
                 sys.stdout.write(ev.text)
                 sys.stdout.flush()
             if ev.finish_reason:
-                timings, finish = ev.timings, ev.finish_reason
+                timings, finish, parsed = ev.timings, ev.finish_reason, ev.parsed
     finally:
         close = getattr(events, "close", None)
         if close is not None:
@@ -97,6 +136,7 @@ def answer(target: Tier, request: tuple[str, Any], cfg: GenerationConfig, *, as_
             "text": text, "finish_reason": finish, "tier": tier,
             "timings": timings.as_dict() if timings else None, "confidence": conf, f"confidence_first_{first_k}": head,
             "decision": decision.as_dict() if decision is not None else None,
+            **({"parsed": _jsonable(parsed)} if cfg.response_format is not None else {}),
         })
         return text
     sys.stdout.write("\n")
@@ -126,6 +166,9 @@ def run_cmd(
     repeat_penalty: float = typer.Option(1.0, "--repeat-penalty", help="> 1 discourages repeats (1: off)."),
     stop: List[str] = typer.Option([], "--stop", help="Stop when this text appears (repeatable).", show_default=False),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for sampling."),
+    json_schema: Optional[Path] = typer.Option(None, "--json-schema", help="Answer as JSON valid under this JSON Schema file (a bare schema, or OpenAI's response_format object).", show_default=False),
+    regex: Optional[str] = typer.Option(None, "--regex", help="Answer with text matching this regular expression (whole answer).", show_default=False),
+    grammar: Optional[Path] = typer.Option(None, "--grammar", help="Answer within this grammar file: Lark (llguidance's syntax) or llama.cpp's GBNF.", show_default=False),
     routing: RoutingOptions = RoutingOptions(),  # --threads, --context and the router's options (edgekit/cli/routing.py)
     as_json: bool = json_option("Print one JSON object per answer (text, timings, confidence, decision) instead of streaming."),
 ):
@@ -133,6 +176,9 @@ def run_cmd(
 
     -p goes through the model's chat template as one user message, as ollama and llama-cli do (a model
     without one gets the plain text); --raw sends the plain text for the model to continue.
+
+    --json-schema, --regex and --grammar hold the answer to a format, token by token (llguidance): the
+    confidence is then over the tokens the format allowed. With --json the parsed value is printed too.
 
     Prints prefill/decode tokens per second and a confidence summary on stderr. With a remote
     (--remote URL --model NAME, or configured) the router decides which tier answers and prints
@@ -143,6 +189,7 @@ def run_cmd(
     cfg = generation_config(
         max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
         repetition_penalty=repeat_penalty, stop=tuple(stop), seed=seed,
+        response_format=format_option(json_schema, regex, grammar),
     )
     if prompt == "-":
         prompt = sys.stdin.read()
@@ -193,3 +240,8 @@ def _chat_loop(target: Tier, cfg: GenerationConfig, system: str | None, *, as_js
 
 
 __all__ = ["run_cmd", "load_model"]
+
+
+def _jsonable(value):
+    """A parsed answer for --json: a pydantic instance as its data, everything else as it is."""
+    return value.model_dump() if hasattr(value, "model_dump") else value

@@ -22,6 +22,10 @@ Triggers, in the order the router checks them:
 ``low_confidence``    over the first ``first_k`` generated tokens, the ``quantile``-th
                       quantile of the chosen tokens' probabilities is below ``threshold``:
                       the draft is discarded (it never reaches the caller) and the remote asked.
+``constraint``        a request with a ``response_format`` whose local answer did not finish inside
+                      the format (``max_tokens`` ran out, or the text does not parse into it): the
+                      remote is asked with the same format. Such a request's local answer is
+                      buffered whole before any of it is streamed, so that it can still go remote.
 
 ``degrade``: when the remote is down (or its circuit breaker is open) answer locally
 anyway and mark the result degraded; with ``degrade=false`` the remote's error is raised.
@@ -37,7 +41,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edgekit import errors as _errors
 from edgekit.errors import ConfigError, describe_validation
 
-TRIGGERS: tuple[str, ...] = ("context_overflow", "local_error", "ttft_budget", "total_budget", "low_confidence")
+TRIGGERS: tuple[str, ...] = ("context_overflow", "local_error", "ttft_budget", "total_budget", "low_confidence",
+                             "constraint")
 
 # The default threshold comes from `edgekit calibrate` on the packaged SmolLM2-135M-Instruct (Q4_1 GGUF)
 # and the shipped calibration set, with first_k=8 and quantile=0.1: 31% of the questions are answered
@@ -75,6 +80,8 @@ class Policy(BaseModel):
     threshold: float = Field(DEFAULT_THRESHOLD, ge=0, le=1, description="confidence below this is low")
     first_k: int = Field(8, ge=1, le=512, description="how many first generated tokens the confidence is taken over")
     quantile: float = Field(0.1, ge=0, le=1, description="which quantile of their probabilities (0 = the minimum)")
+    constraint: bool = Field(True, description="a local answer that did not finish inside its response_format "
+                             "-> remote")
     degrade: bool = Field(True, description="remote down -> answer locally, marked degraded (else raise)")
 
     def __init__(self, **data):

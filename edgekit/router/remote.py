@@ -53,9 +53,18 @@ from edgekit.errors import (
     RemoteUnavailable,
 )
 from edgekit.fileio import parse_json
+from edgekit.router.formats import schema_form, use_json_object
 from edgekit.router.limits import Deadline, StreamLimits, completion_tokens, limit_text
 from edgekit.router.sse import chunks, error_detail, usage_counts
-from edgekit.runtimes.base import GenerationConfig, GenerationResult, Timings, TokenEvent, check_prompt, resolve_config
+from edgekit.runtimes.base import (
+    GenerationConfig,
+    GenerationResult,
+    Timings,
+    TokenEvent,
+    check_prompt,
+    parse_answer,
+    resolve_config,
+)
 from edgekit.runtimes.chat import check_messages
 from edgekit.translate import translate
 
@@ -216,6 +225,12 @@ class RemoteLLM:
             body["stop"] = list(cfg.stop)
         if cfg.seed is not None:
             body["seed"] = cfg.seed
+        fmt = cfg.response_format
+        if fmt is not None:
+            if fmt.openai is None:
+                raise ConfigError(f"{self.where()} speaks OpenAI's API, which has no {fmt.type} response format: "
+                                  "use a JSON schema, or keep this request local", param="response_format")
+            body["response_format"] = schema_form(fmt.openai, self._json_object_schema)
         body.update(self.extra_body)
         return body
 
@@ -296,9 +311,14 @@ class RemoteLLM:
                     with deadline.watch(response):  # an error body that drips is cut off too
                         error, retry_after = self._status_error(response)
                     cause = None
+                    if not self._json_object_schema and use_json_object(body, str(error), self.where()):
+                        self._json_object_schema = True  # and for every later request to this remote
+                        continue
                     if response.status_code not in RETRY_STATUS:
                         raise error
             self._backoff(attempts, error, cause, deadline, retry_after)
+
+    _json_object_schema = False  # the server takes a schema only as {"type": "json_object", "schema": ...}
 
     def _status_error(self, response) -> tuple[RemoteError, float | None]:
         status = response.status_code
@@ -379,7 +399,9 @@ class RemoteLLM:
             prompt_tokens=int(usage.get("prompt_tokens") or 0), ttft_s=total, total_s=total,
             decode_tokens=max(int(usage.get("completion_tokens") or 0) - 1, 0), decode_s=0.0,
         )
-        return GenerationResult(text, [], "stop" if stopped else _FINISH.get(finish, "eos"), [], [], timings)
+        fmt = cfg.response_format
+        return GenerationResult(text, [], "stop" if stopped else _FINISH.get(finish, "eos"), [], [], timings,
+                                parsed=None if fmt is None else parse_answer(fmt, text))
 
     def _stream(self, body: dict[str, Any], cfg: GenerationConfig, at: tuple[float, str] | None) -> Iterator[TokenEvent]:
         import httpx
@@ -389,7 +411,7 @@ class RemoteLLM:
             t0 = time.perf_counter()
             response = self._open(body, deadline, read_body=False, attempts=attempts)
             timings, limits = Timings(), StreamLimits(cfg)
-            index, t_prev = 0, t0
+            index, t_prev, sofar = 0, t0, []
             try:
                 with deadline.watch(response):
                     for delta, finish, usage in chunks(self, response.iter_lines()):
@@ -407,7 +429,12 @@ class RemoteLLM:
                         t_prev = now
                         timings.decode_tokens, timings.decode_s, timings.total_s = index, now - t0 - timings.ttft_s, now - t0
                         text, done = limits.feed(delta, _FINISH.get(finish, "eos") if finish else None)
-                        yield TokenEvent(index, -1, text, math.nan, math.nan, done, timings if done else None)
+                        parsed = None
+                        if cfg.response_format is not None:
+                            sofar.append(text)
+                            parsed = parse_answer(cfg.response_format, "".join(sofar)) if done else None
+                        yield TokenEvent(index, -1, text, math.nan, math.nan, done, timings if done else None,
+                                         parsed=parsed)
                         index += 1
                         if done:  # the answer is complete, or a limit ended it: stop reading (closes the stream)
                             return

@@ -217,6 +217,11 @@ class Router:
             elapsed = time.perf_counter() - run.t0
             if ev.finish_reason:
                 run.finished = True
+                if self._held(run) and ev.finish_reason != "stop" and ev.parsed is None:
+                    fmt = run.cfg.response_format
+                    d.reason = (f"the answer did not finish inside its {fmt.type} format ("
+                                + ("max_tokens ran out)" if ev.finish_reason == "length" else "it does not parse)"))
+                    return "constraint"
             if len(run.draft) == 1 and policy.ttft_budget_s is not None and elapsed > policy.ttft_budget_s:
                 d.reason = f"first token after {elapsed:.3g} s > budget {policy.ttft_budget_s:g} s"
                 return "ttft_budget"
@@ -247,10 +252,15 @@ class Router:
         d.reason = f"{policy.metric_name()} = {d.score:.3f} {'<' if low else '>='} {policy.threshold:.3f}"
         return "low_confidence" if low else None
 
+    def _held(self, run: RoutedRequest) -> bool:
+        """Whether the local answer is judged whole by the constraint trigger (and so buffered whole)."""
+        return self.policy.constraint and run.cfg.response_format is not None
+
     def _first_phase(self, run: RoutedRequest) -> str | None:
         trigger = self._start(run)
         if trigger is None:
-            trigger = self._pull(run, self.policy.first_k if self.policy.low_confidence else 1)
+            until = None if self._held(run) else self.policy.first_k if self.policy.low_confidence else 1
+            trigger = self._pull(run, until)
         if trigger is None:
             trigger = self._judge(run)
         run.decision.trigger = trigger
@@ -322,7 +332,8 @@ class Router:
                 self._resume(run)
             res = collect(iter(run.draft))
             run.finish_reason, run.n_out, run.text = res.finish_reason, len(res.token_ids), [res.text]
-            return RoutedResult(res.text, res.token_ids, res.finish_reason, res.probs, res.entropies, res.timings, d)
+            return RoutedResult(res.text, res.token_ids, res.finish_reason, res.probs, res.entropies, res.timings,
+                                res.constrained, res.parsed, decision=d)
         except BaseException as exc:
             run.error = exc
             raise
@@ -349,7 +360,8 @@ class Router:
         d.tier = "remote"
         run.finish_reason, run.text = result.finish_reason, [result.text]
         run.n_out = result.timings.decode_tokens + 1 if result.text else 0  # the server's usage
-        return RoutedResult(result.text, [], result.finish_reason, [], [], result.timings, d)
+        return RoutedResult(result.text, [], result.finish_reason, [], [], result.timings, parsed=result.parsed,
+                            decision=d)
 
     # ---- stream: released after the first tokens ----------------------------------------------
     def _stream(self, run: RoutedRequest) -> Iterator[TokenEvent]:

@@ -44,8 +44,14 @@ class GenerationConfig:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     ignore_eos: bool = False  # keep generating past end-of-sequence (benchmarks that need exact counts)
+    # what the answer must be: a JSON schema, json_object, a pydantic class, a regex, a Lark grammar or a choice
+    # (constrain.response_format lists the shapes); compiled once here, None for free text
+    response_format: Any = None
 
     def __post_init__(self):
+        from edgekit.runtimes.constrain import response_format
+
+        object.__setattr__(self, "response_format", response_format(self.response_format))
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
         else:
@@ -89,6 +95,8 @@ class TokenEvent:
     entropy: float
     finish_reason: FinishReason | None = None
     timings: "Timings | None" = None  # set on the last event
+    constrained: bool = False  # prob and entropy are over the tokens the response format allowed (renormalised)
+    parsed: Any = None  # on the last event of a constrained answer that is whole: ResponseFormat.parse of its text
 
 
 @dataclass
@@ -126,6 +134,9 @@ class GenerationResult:
     probs: list[float]
     entropies: list[float]
     timings: Timings
+    constrained: bool = False  # generated under a response format: probs are over the allowed tokens
+    parsed: Any = None  # the answer as an object (JSON value, pydantic instance, or the matched text); None when
+    # unconstrained or when the answer did not finish inside the format (finish_reason "length")
 
     def confidence_summary(self, first_k: int | None = None) -> dict[str, float]:
         return confidence_summary(self.probs[:first_k] if first_k else self.probs, self.entropies[:first_k] if first_k else self.entropies)
@@ -357,16 +368,22 @@ class Model:
             decoder = IncrementalDecoder(self.detokenize)
             stops = StopScanner(cfg.stop)
             budget = min(cfg.max_tokens, self.context_length - len(ids))
+            guide = self._guide(cfg.response_format)
+            released: list[str] = []
             self._reset()
             logits = self.forward(ids)
             timings.prefill_s = time.perf_counter() - t0
             t_prev = time.perf_counter()
             for i in range(budget):
+                if guide is not None:
+                    logits = guide.mask(logits)
                 e, z, ent = distribution(logits)
                 if z != z:  # NaN: a NaN or inf among the logits (see distribution); costs nothing more
                     raise self._corrupt(i)
                 tok = sampler(logits, seen)
                 prob = float(e[tok]) / z
+                if guide is not None:
+                    guide.advance(tok)
                 now = time.perf_counter()
                 if i == 0:
                     timings.ttft_s = now - t0
@@ -380,19 +397,40 @@ class Model:
                     text, hit = stops.feed(decoder.push(tok))
                     if hit:
                         finish = "stop"
-                    elif i == budget - 1:
+                    elif i == budget - 1 or (guide is not None and guide.complete):
                         text += stops.feed(decoder.flush())[0] + stops.flush()
-                        finish = "length"
+                        finish = "eos" if guide is not None and guide.complete else "length"
                 timings.total_s = time.perf_counter() - t0
                 timings.decode_tokens = i
                 timings.decode_s = now - t0 - timings.ttft_s
-                yield TokenEvent(i, tok, text, prob, ent, finish, timings if finish else None)
+                parsed = None
+                if guide is not None:
+                    released.append(text)
+                    if finish and finish != "stop" and guide.accepting:  # a stop string cuts the answer
+                        parsed = parse_answer(guide.fmt, "".join(released))
+                yield TokenEvent(i, tok, text, prob, ent, finish, timings if finish else None, guide is not None, parsed)
                 if finish:
                     return
                 if penalise:
                     seen = np.append(seen, tok)
                 logits = self.forward([tok])
 
+
+    # ---- structured output ---------------------------------------------------
+    _lltok = None
+
+    def _make_lltokenizer(self):
+        """llguidance's tokenizer for this model's vocabulary (each backend builds it from what it ships)."""
+        raise ConfigError(f"{self.backend} models do not support response_format yet")
+
+    def _guide(self, fmt):
+        if fmt is None:
+            return None
+        from edgekit.runtimes.constrain import Guide
+
+        if self._lltok is None:
+            self._lltok = self._make_lltokenizer()
+        return Guide(self._lltok, fmt)
 
     def _corrupt(self, step: int) -> ArtifactError:
         """Damaged weights found while generating: the same blame as at load (an :class:`ArtifactError`)."""
@@ -409,7 +447,13 @@ def resolve_config(config: GenerationConfig | None, overrides: dict[str, Any]) -
         return GenerationConfig.from_dict(overrides)
     if not isinstance(config, GenerationConfig):
         raise ConfigError(f"config must be a GenerationConfig, not {type(config).__name__}")
-    return GenerationConfig.from_dict({**dataclasses.asdict(config), **overrides}) if overrides else config
+    if not overrides:
+        return config
+    known = {f.name for f in dataclasses.fields(GenerationConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(f"unknown generation setting(s) {', '.join(unknown)}: use {', '.join(sorted(known))}")
+    return dataclasses.replace(config, **overrides)
 
 
 def check_prompt(prompt) -> str:
@@ -424,7 +468,9 @@ def collect(events: Iterator[TokenEvent]) -> GenerationResult:
     parts, ids, probs, ents = [], [], [], []
     finish: FinishReason = "length"
     timings = Timings()
+    constrained, parsed = False, None
     for ev in events:
+        constrained, parsed = ev.constrained, ev.parsed
         parts.append(ev.text)
         ids.append(ev.token_id)
         probs.append(ev.prob)
@@ -432,4 +478,13 @@ def collect(events: Iterator[TokenEvent]) -> GenerationResult:
         if ev.finish_reason:
             finish = ev.finish_reason
             timings = ev.timings or timings
-    return GenerationResult("".join(parts), ids, finish, probs, ents, timings)
+    return GenerationResult("".join(parts), ids, finish, probs, ents, timings, constrained, parsed)
+
+
+def parse_answer(fmt, text: str):
+    """``fmt.parse(text)``, None when the text does not parse (a stop string cut it, or a pydantic validator
+    llguidance cannot enforce refused it)."""
+    try:
+        return fmt.parse(text)
+    except ValueError:
+        return None

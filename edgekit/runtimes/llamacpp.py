@@ -130,6 +130,11 @@ class LlamaCppModel(Model):
     def _reset(self) -> None:
         self.llm.reset()
 
+    def _make_lltokenizer(self):
+        from edgekit.runtimes.constrain import tokenizer_from_llama
+
+        return tokenizer_from_llama(self.llm, self.n_vocab, sorted(self.eos_token_ids))
+
     def _forward(self, ids: Sequence[int]) -> np.ndarray:
         try:  # once per token: a plain try costs nothing when nothing is raised
             self.llm.eval(ids)

@@ -116,6 +116,11 @@ class OnnxModel(Model):
     def detokenize(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(ids)
 
+    def _make_lltokenizer(self):
+        from edgekit.runtimes.constrain import tokenizer_from_json
+
+        return tokenizer_from_json(self.tokenizer.to_json(), sorted(self.eos_token_ids))
+
     def _encoder_feeds(self, texts: list[str]) -> tuple[dict, np.ndarray]:
         ids, mask = self.tokenizer.encode_batch(texts)
         feeds = {"input_ids": ids, "attention_mask": mask}

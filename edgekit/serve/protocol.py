@@ -4,8 +4,9 @@ Plain data in, plain data out: no web framework here. A request field edgekit se
 maps onto :class:`~edgekit.runtimes.base.GenerationConfig` (``max_tokens`` or
 ``max_completion_tokens``, ``temperature``, ``top_p``, ``stop``, ``seed``; the
 extensions ``top_k``, ``repetition_penalty`` and ``ignore_eos`` that llama.cpp's and
-vLLM's servers also take). A field that only has a harmless default (``n: 1``,
-``presence_penalty: 0``, ``response_format: {"type": "text"}`` ...) is accepted at that
+vLLM's servers also take; ``response_format``: OpenAI's ``text``, ``json_object`` and ``json_schema``, and
+edgekit's ``regex``, ``lark`` and ``choice``, see :mod:`edgekit.runtimes.constrain`). A field that only has a
+harmless default (``n: 1``, ``presence_penalty: 0`` ...) is accepted at that
 default; any other value, and any field edgekit does not know, is a 400 in OpenAI's
 error shape that names the field, never silently ignored. ``user``, ``metadata`` and
 ``store`` are accepted and ignored (they change nothing about the answer).
@@ -19,6 +20,7 @@ remote tier has none (``logprobs: null``).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import math
 import time
@@ -46,11 +48,11 @@ ROLES = {"system": "system", "developer": "system", "user": "user", "assistant":
 _DEFAULT_ONLY = {
     "n": 1, "best_of": 1, "presence_penalty": 0, "frequency_penalty": 0, "logit_bias": {}, "echo": False,
     "suffix": None, "tools": [], "tool_choice": "none", "parallel_tool_calls": None, "functions": [],
-    "function_call": "none", "response_format": {"type": "text"}, "modalities": ["text"], "top_logprobs": 0,
+    "function_call": "none", "modalities": ["text"], "top_logprobs": 0,
 }
 _IGNORED = {"user", "metadata", "store", "model"}
 _GEN = {"max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "seed", "top_k", "repetition_penalty", "ignore_eos"}
-CHAT_FIELDS = {"messages", "stream", "stream_options", "logprobs", *_GEN, *_IGNORED,
+CHAT_FIELDS = {"messages", "stream", "stream_options", "logprobs", "response_format", *_GEN, *_IGNORED,
                *(set(_DEFAULT_ONLY) - {"best_of", "echo", "suffix"})}
 COMPLETION_FIELDS = {"prompt", "stream", "stream_options", "logprobs", *_GEN, *_IGNORED,
                      "n", "best_of", "presence_penalty", "frequency_penalty", "logit_bias", "echo", "suffix"}
@@ -190,9 +192,15 @@ def _config(data: dict[str, Any], default_max: int) -> GenerationConfig:
         "ignore_eos": _bool(data, "ignore_eos"),
     }
     try:
-        return GenerationConfig(**{k: v for k, v in settings.items() if v is not None})
+        cfg = GenerationConfig(**{k: v for k, v in settings.items() if v is not None})
     except ConfigError as exc:
         raise bad(str(exc).removeprefix("invalid generation config: ")) from exc
+    if data.get("response_format") is not None:
+        try:
+            cfg = dataclasses.replace(cfg, response_format=data["response_format"])
+        except ConfigError as exc:
+            raise bad(str(exc), param="response_format") from exc
+    return cfg
 
 
 def _stream_options(data: dict[str, Any], stream: bool) -> bool:

@@ -25,7 +25,8 @@ import time
 from typing import Any, Iterator
 
 from edgekit.errors import is_int
-from edgekit.runtimes.base import FinishReason, GenerationConfig, StopScanner
+from edgekit.runtimes.base import FinishReason, GenerationConfig
+from edgekit.runtimes.text import StopScanner
 
 _MIN_WAIT = 0.001  # httpx refuses a timeout of 0
 

@@ -28,8 +28,9 @@ import numpy as np
 from edgekit.errors import ArtifactError, ConfigError, ContextOverflowError, UnsupportedModelError
 from edgekit.names import Kind
 from edgekit.runtimes.sampling import Sampler, distribution
+from edgekit.runtimes.text import IncrementalDecoder, StopScanner
 
-FinishReason = Literal["eos", "stop", "length"]
+FinishReason = Literal["eos", "stop", "length", "tool_calls"]
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,21 @@ class GenerationConfig:
     # what the answer must be: a JSON schema, json_object, a pydantic class, a regex, a Lark grammar or a choice
     # (constrain.response_format lists the shapes); compiled once here, None for free text
     response_format: Any = None
+    # chat only: OpenAI's tools and tool_choice (edgekit.runtimes.tools), checked here into one ToolSet
+    tools: Any = None
+    tool_choice: Any = None
 
     def __post_init__(self):
         from edgekit.runtimes.constrain import response_format
+        from edgekit.runtimes.tools import tool_set
 
         object.__setattr__(self, "response_format", response_format(self.response_format))
+        object.__setattr__(self, "tools", tool_set(self.tools, self.tool_choice))
+        if self.tools is not None:
+            object.__setattr__(self, "tool_choice", self.tools.choice)
+            if self.response_format is not None and self.tools.format is not None:
+                raise ConfigError("response_format and tools both constrain the answer: pass one of them, or "
+                                  "tool_choice='none'", param="tools")
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
         else:
@@ -97,6 +108,7 @@ class TokenEvent:
     timings: "Timings | None" = None  # set on the last event
     constrained: bool = False  # prob and entropy are over the tokens the response format allowed (renormalised)
     parsed: Any = None  # on the last event of a constrained answer that is whole: ResponseFormat.parse of its text
+    tool_calls: list[dict] | None = None  # on the last event of an answer that called tools (OpenAI's shape)
 
 
 @dataclass
@@ -137,6 +149,7 @@ class GenerationResult:
     constrained: bool = False  # generated under a response format: probs are over the allowed tokens
     parsed: Any = None  # the answer as an object (JSON value, pydantic instance, or the matched text); None when
     # unconstrained or when the answer did not finish inside the format (finish_reason "length")
+    tool_calls: list[dict] | None = None  # the calls, in OpenAI's shape, when finish_reason is "tool_calls"
 
     def confidence_summary(self, first_k: int | None = None) -> dict[str, float]:
         return confidence_summary(self.probs[:first_k] if first_k else self.probs, self.entropies[:first_k] if first_k else self.entropies)
@@ -153,63 +166,6 @@ def confidence_summary(probs: Sequence[float], entropies: Sequence[float]) -> di
         "p10_prob": float(np.quantile(p, 0.10)),
         "mean_entropy": float(np.mean(entropies)),
     }
-
-
-class IncrementalDecoder:
-    """Turns token ids into text pieces as they arrive, holding back incomplete characters."""
-
-    def __init__(self, decode):
-        self._decode = decode
-        self.ids: list[int] = []
-        self._prefix = 0
-        self._read = 0
-
-    def push(self, token: int) -> str:
-        self.ids.append(token)
-        before = self._decode(self.ids[self._prefix : self._read])
-        after = self._decode(self.ids[self._prefix :])
-        if len(after) > len(before) and not after.endswith("\ufffd"):
-            self._prefix, self._read = self._read, len(self.ids)
-            return after[len(before) :]
-        return ""
-
-    def flush(self) -> str:
-        before = self._decode(self.ids[self._prefix : self._read])
-        after = self._decode(self.ids[self._prefix :])
-        self._prefix = self._read = len(self.ids)
-        return after[len(before) :]
-
-
-class StopScanner:
-    """Releases text as it comes, holding back any tail that could start a stop string."""
-
-    def __init__(self, stops: tuple[str, ...]):
-        self.stops = stops
-        self.pending = ""
-
-    def feed(self, text: str) -> tuple[str, bool]:
-        """Return (text safe to release, whether a stop string was hit)."""
-        self.pending += text
-        if not self.stops:
-            out, self.pending = self.pending, ""
-            return out, False
-        cut = min((i for i in (self.pending.find(s) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
-            out, self.pending = self.pending[:cut], ""
-            return out, True
-        hold = 0
-        for s in self.stops:
-            for k in range(min(len(s) - 1, len(self.pending)), 0, -1):
-                if self.pending.endswith(s[:k]):
-                    hold = max(hold, k)
-                    break
-        out = self.pending[: len(self.pending) - hold]
-        self.pending = self.pending[len(out) :]
-        return out, False
-
-    def flush(self) -> str:
-        out, self.pending = self.pending, ""
-        return out
 
 
 class Model:
@@ -296,17 +252,30 @@ class Model:
 
     def stream_chat(self, messages: Sequence[dict], config: GenerationConfig | None = None, **overrides) -> Iterator[TokenEvent]:
         self.require_decoder("chat")
-        prompt = self.render_chat(messages)
-        return self._stream_ids(self.tokenize(prompt, add_special=False), resolve_config(config, overrides))
+        cfg = resolve_config(config, overrides)
+        prompt = self.render_chat(messages, tools=cfg.tools)
+        return self._stream_ids(self.tokenize(prompt, add_special=False), cfg)
 
-    def render_chat(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
-        from edgekit.runtimes.chat import render
+    def render_chat(self, messages: Sequence[dict], add_generation_prompt: bool = True, tools=None) -> str:
+        """The prompt of a conversation through the model's chat template. ``tools`` (a ToolSet): rendered by the
+        template when it takes them, else described in the system message; tool calls and results in the
+        messages are written in the same format (edgekit.runtimes.tools)."""
+        from edgekit.runtimes.chat import check_messages, render
+        from edgekit.runtimes.tools import fold_messages, template_takes_tools
 
         if not self.chat_template:
             raise ConfigError(
                 f"{self.path.name} has no chat template, so chat is not available: use generate() with a plain prompt"
             )
-        return render(self.chat_template, messages, add_generation_prompt=add_generation_prompt, **self.special_tokens)
+        msgs = check_messages(messages)
+        extra = {}
+        if template_takes_tools(self.chat_template):
+            if tools is not None:
+                extra["tools"] = [dict(t) for t in tools.tools]
+        elif tools is not None or any(m["role"] == "tool" or m.get("tool_calls") for m in msgs):
+            msgs = fold_messages(msgs, tools)
+        return render(self.chat_template, msgs, add_generation_prompt=add_generation_prompt, **extra,
+                      **self.special_tokens)
 
     def embed(self, texts: str | Iterable[str], batch_size: int = 32) -> np.ndarray:
         raise UnsupportedModelError(
@@ -368,7 +337,7 @@ class Model:
             decoder = IncrementalDecoder(self.detokenize)
             stops = StopScanner(cfg.stop)
             budget = min(cfg.max_tokens, self.context_length - len(ids))
-            guide = self._guide(cfg.response_format)
+            guide = self._guide(cfg.response_format or (cfg.tools.format if cfg.tools is not None else None))
             released: list[str] = []
             self._reset()
             logits = self.forward(ids)
@@ -403,12 +372,18 @@ class Model:
                 timings.total_s = time.perf_counter() - t0
                 timings.decode_tokens = i
                 timings.decode_s = now - t0 - timings.ttft_s
-                parsed = None
+                parsed = calls = None
                 if guide is not None:
                     released.append(text)
                     if finish and finish != "stop" and guide.accepting:  # a stop string cuts the answer
                         parsed = parse_answer(guide.fmt, "".join(released))
-                yield TokenEvent(i, tok, text, prob, ent, finish, timings if finish else None, guide is not None, parsed)
+                    if cfg.tools is not None and isinstance(parsed, str):
+                        from edgekit.runtimes.tools import parse_calls
+
+                        calls = parse_calls(parsed, cfg.tools)
+                        parsed, finish = (None, "tool_calls") if calls else (parsed, finish)
+                yield TokenEvent(i, tok, text, prob, ent, finish, timings if finish else None, guide is not None, parsed,
+                                 calls)
                 if finish:
                     return
                 if penalise:
@@ -468,9 +443,9 @@ def collect(events: Iterator[TokenEvent]) -> GenerationResult:
     parts, ids, probs, ents = [], [], [], []
     finish: FinishReason = "length"
     timings = Timings()
-    constrained, parsed = False, None
+    constrained, parsed, calls = False, None, None
     for ev in events:
-        constrained, parsed = ev.constrained, ev.parsed
+        constrained, parsed, calls = ev.constrained, ev.parsed, ev.tool_calls
         parts.append(ev.text)
         ids.append(ev.token_id)
         probs.append(ev.prob)
@@ -478,7 +453,7 @@ def collect(events: Iterator[TokenEvent]) -> GenerationResult:
         if ev.finish_reason:
             finish = ev.finish_reason
             timings = ev.timings or timings
-    return GenerationResult("".join(parts), ids, finish, probs, ents, timings, constrained, parsed)
+    return GenerationResult("".join(parts), ids, finish, probs, ents, timings, constrained, parsed, calls)
 
 
 def parse_answer(fmt, text: str):

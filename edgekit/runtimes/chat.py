@@ -42,13 +42,16 @@ def check_messages(messages: Sequence[dict]) -> list[dict]:
         raise ConfigError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts")
     out = []
     for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("content"), str) or m.get("role") not in ROLES:
+        calls = isinstance(m, dict) and m.get("role") == "assistant" and isinstance(m.get("tool_calls"), list) \
+            and m["tool_calls"] and m.get("content") is None  # OpenAI's shape of a message that only calls tools
+        if not isinstance(m, dict) or not (isinstance(m.get("content"), str) or calls) or m.get("role") not in ROLES:
             raise ConfigError(f"message {i} must be a dict with role in {ROLES} and a string content, got {m!r:.80}")
         out.append(dict(m))
     return out
 
 
-def render(template: str, messages: Sequence[dict], *, add_generation_prompt: bool = True, **special_tokens: str) -> str:
+def render(template: str, messages: Sequence[dict], *, add_generation_prompt: bool = True, **variables) -> str:
+    """``template`` over the messages; ``variables``: the special tokens, and ``tools`` for a template that takes them."""
     msgs = check_messages(messages)
     with translated("jinja2", "render"):  # raise_exception in the template raises our ConfigError: it passes through
-        return _compile(template).render(messages=msgs, add_generation_prompt=add_generation_prompt, **special_tokens)
+        return _compile(template).render(messages=msgs, add_generation_prompt=add_generation_prompt, **variables)

@@ -217,8 +217,8 @@ class Router:
             elapsed = time.perf_counter() - run.t0
             if ev.finish_reason:
                 run.finished = True
-                if self._held(run) and ev.finish_reason != "stop" and ev.parsed is None:
-                    fmt = run.cfg.response_format
+                if self._held(run) and ev.finish_reason not in ("stop", "tool_calls") and ev.parsed is None:
+                    fmt = self._format(run)
                     d.reason = (f"the answer did not finish inside its {fmt.type} format ("
                                 + ("max_tokens ran out)" if ev.finish_reason == "length" else "it does not parse)"))
                     return "constraint"
@@ -252,9 +252,15 @@ class Router:
         d.reason = f"{policy.metric_name()} = {d.score:.3f} {'<' if low else '>='} {policy.threshold:.3f}"
         return "low_confidence" if low else None
 
+    @staticmethod
+    def _format(run: RoutedRequest):
+        """The format the answer is held to: the response_format, or the grammar of the tools."""
+        tools = run.cfg.tools
+        return run.cfg.response_format or (tools.format if tools is not None else None)
+
     def _held(self, run: RoutedRequest) -> bool:
         """Whether the local answer is judged whole by the constraint trigger (and so buffered whole)."""
-        return self.policy.constraint and run.cfg.response_format is not None
+        return self.policy.constraint and self._format(run) is not None
 
     def _first_phase(self, run: RoutedRequest) -> str | None:
         trigger = self._start(run)
@@ -333,7 +339,7 @@ class Router:
             res = collect(iter(run.draft))
             run.finish_reason, run.n_out, run.text = res.finish_reason, len(res.token_ids), [res.text]
             return RoutedResult(res.text, res.token_ids, res.finish_reason, res.probs, res.entropies, res.timings,
-                                res.constrained, res.parsed, decision=d)
+                                res.constrained, res.parsed, res.tool_calls, decision=d)
         except BaseException as exc:
             run.error = exc
             raise

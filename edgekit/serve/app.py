@@ -264,12 +264,15 @@ def _finish(state: ServerState, endpoint: str, req: P.GenRequest, out: Outcome, 
     state.metrics.generation(endpoint, out, "ok", out.first_at - t0 if out.first_at else None,
                              (out.last_at - out.first_at) if out.first_at else 0.0, total)
     body = P.completion_body(req, state.model_name, out.text, out.finish, out.pieces,
-                             P.usage(out.prompt_tokens, out.completion_tokens), state.scrubbed(out.decision))
+                             P.usage(out.prompt_tokens, out.completion_tokens), state.scrubbed(out.decision),
+                             out.tool_calls)
     return _json(body, headers=_decision_headers(head))
 
 
 async def _sse(state: ServerState, job: Job, req: P.GenRequest, head: dict, endpoint: str, t0: float):
     model, chat = state.model_name, req.kind == "chat"
+    # an answer that may be a tool call is held until it is whole: then it is sent as text or as tool_calls
+    hold = chat and req.cfg.tools is not None and req.cfg.tools.format is not None
     pending: list[P.Piece] = []
     offset, n, first_at, last_at, head_sent = 0, 0, None, None, chat
     out: Outcome | None = None
@@ -284,7 +287,7 @@ async def _sse(state: ServerState, job: Job, req: P.GenRequest, head: dict, endp
                 last_at = time.perf_counter()
                 first_at = first_at or last_at
                 pending.append(value)
-                if value.text:
+                if value.text and not hold:
                     yield P.sse(P.chunk(req, model, value.text, pieces=pending, offset=offset,
                                         edgekit=None if head_sent else head))
                     head_sent = True
@@ -295,6 +298,13 @@ async def _sse(state: ServerState, job: Job, req: P.GenRequest, head: dict, endp
                 if out.cancelled:
                     yield P.sse(P.ApiError(503, job.reason, type="server_error", code="cancelled").body())
                     break
+                if hold and out.tool_calls:
+                    yield P.sse(P.chunk(req, model, None, tool_calls=out.tool_calls, edgekit=None if head_sent else head))
+                    pending = []
+                elif hold and pending:
+                    yield P.sse(P.chunk(req, model, "".join(p.text for p in pending), pieces=pending,
+                                        edgekit=None if head_sent else head))
+                    pending = []
                 yield P.sse(P.chunk(req, model, None if chat else "", finish=out.finish, pieces=pending, offset=offset,
                                     edgekit=state.scrubbed(out.decision)))
                 if req.include_usage:

@@ -41,18 +41,19 @@ from edgekit.errors import (
 )
 from edgekit.runtimes.base import GenerationConfig
 
-FINISH = {"eos": "stop", "stop": "stop", "length": "length"}
+FINISH = {"eos": "stop", "stop": "stop", "length": "length", "tool_calls": "tool_calls"}
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 
 # field: the value it is accepted at (any other is a 400); checked with ==, None always passes
 _DEFAULT_ONLY = {
     "n": 1, "best_of": 1, "presence_penalty": 0, "frequency_penalty": 0, "logit_bias": {}, "echo": False,
-    "suffix": None, "tools": [], "tool_choice": "none", "parallel_tool_calls": None, "functions": [],
+    "suffix": None, "functions": [],
     "function_call": "none", "modalities": ["text"], "top_logprobs": 0,
 }
 _IGNORED = {"user", "metadata", "store", "model"}
 _GEN = {"max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "seed", "top_k", "repetition_penalty", "ignore_eos"}
-CHAT_FIELDS = {"messages", "stream", "stream_options", "logprobs", "response_format", *_GEN, *_IGNORED,
+CHAT_FIELDS = {"messages", "stream", "stream_options", "logprobs", "response_format", "tools", "tool_choice",
+               "parallel_tool_calls", *_GEN, *_IGNORED,
                *(set(_DEFAULT_ONLY) - {"best_of", "echo", "suffix"})}
 COMPLETION_FIELDS = {"prompt", "stream", "stream_options", "logprobs", *_GEN, *_IGNORED,
                      "n", "best_of", "presence_penalty", "frequency_penalty", "logit_bias", "echo", "suffix"}
@@ -195,11 +196,14 @@ def _config(data: dict[str, Any], default_max: int) -> GenerationConfig:
         cfg = GenerationConfig(**{k: v for k, v in settings.items() if v is not None})
     except ConfigError as exc:
         raise bad(str(exc).removeprefix("invalid generation config: ")) from exc
-    if data.get("response_format") is not None:
+    extra = {k: data[k] for k in ("response_format", "tools", "tool_choice") if data.get(k) is not None}
+    if "parallel_tool_calls" in data and not isinstance(data["parallel_tool_calls"], bool):
+        raise bad("parallel_tool_calls must be true or false", param="parallel_tool_calls")
+    if extra:
         try:
-            cfg = dataclasses.replace(cfg, response_format=data["response_format"])
+            cfg = dataclasses.replace(cfg, **extra)
         except ConfigError as exc:
-            raise bad(str(exc), param="response_format") from exc
+            raise bad(str(exc), param=exc.params[0] if exc.params else "tools") from exc
     return cfg
 
 
@@ -238,11 +242,32 @@ def _messages(value: Any) -> list[dict[str, str]]:
         role = ROLES.get(m.get("role"))
         if role is None:
             raise bad(f"messages[{i}].role must be one of {', '.join(ROLES)}, got {m.get('role')!r:.40}", param="messages")
-        for key in ("tool_calls", "function_call", "audio"):
+        for key in ("function_call", "audio"):
             if m.get(key):
                 raise bad(f"messages[{i}].{key} is not supported: edgekit serve answers text only", param="messages")
-        out.append({"role": role, "content": _content(i, m.get("content"))})
+        calls = m.get("tool_calls")
+        if calls:
+            out.append({"role": "assistant", "content": _content(i, m["content"]) if m.get("content") else None,
+                        "tool_calls": _tool_calls(i, role, calls)})
+            continue
+        msg = {"role": role, "content": _content(i, m.get("content"))}
+        if role == "tool" and isinstance(m.get("tool_call_id"), str):
+            msg["tool_call_id"] = m["tool_call_id"]
+        out.append(msg)
     return out
+
+
+def _tool_calls(i: int, role: str, calls: Any) -> list[dict]:
+    """An assistant message's tool_calls, checked: OpenAI's [{id, type: function, function: {name, arguments}}]."""
+    where = f"messages[{i}].tool_calls"
+    if role != "assistant" or not isinstance(calls, list):
+        raise bad(f"{where}: only an assistant message carries tool_calls, as a list", param="messages")
+    for j, c in enumerate(calls):
+        fn = c.get("function") if isinstance(c, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not isinstance(fn.get("arguments"), str):
+            raise bad(f"{where}[{j}] must be {{id, type: function, function: {{name, arguments (a JSON string)}}}}",
+                      param="messages")
+    return calls
 
 
 def parse_chat(data: dict[str, Any], default_max: int) -> GenRequest:
@@ -337,9 +362,13 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 
 
 def completion_body(req: GenRequest, model: str, text: str, finish: str | None, pieces: list[Piece] | None,
-                    use: dict[str, int], edgekit: dict[str, Any]) -> dict[str, Any]:
+                    use: dict[str, int], edgekit: dict[str, Any], tool_calls: list[dict] | None = None) -> dict[str, Any]:
     fin = FINISH.get(finish or "", "stop")
-    if req.kind == "chat":
+    if req.kind == "chat" and tool_calls:
+        choice = {"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": tool_calls},
+                  "logprobs": None, "finish_reason": "tool_calls"}
+        obj = "chat.completion"
+    elif req.kind == "chat":
         choice = {"index": 0, "message": {"role": "assistant", "content": text},
                   "logprobs": chat_logprobs(pieces) if req.logprobs and pieces else None, "finish_reason": fin}
         obj = "chat.completion"
@@ -352,13 +381,17 @@ def completion_body(req: GenRequest, model: str, text: str, finish: str | None, 
 
 
 def chunk(req: GenRequest, model: str, text: str | None, *, role: bool = False, finish: str | None = None,
-          pieces: list[Piece] | None = None, offset: int = 0, edgekit: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One streamed chunk (``chat.completion.chunk`` or ``text_completion``)."""
+          pieces: list[Piece] | None = None, offset: int = 0, edgekit: dict[str, Any] | None = None,
+          tool_calls: list[dict] | None = None) -> dict[str, Any]:
+    """One streamed chunk (``chat.completion.chunk`` or ``text_completion``); ``tool_calls``: the calls as one
+    delta each (index, id, type, function with the whole arguments)."""
     fin = FINISH.get(finish, "stop") if finish else None
     if req.kind == "chat":
         delta: dict[str, Any] = {"role": "assistant"} if role else {}
         if text is not None:
             delta["content"] = text
+        if tool_calls:
+            delta["tool_calls"] = [{"index": k, **c} for k, c in enumerate(tool_calls)]
         lp = chat_logprobs(pieces) if req.logprobs and pieces else None
         choice = {"index": 0, "delta": delta, "logprobs": lp, "finish_reason": fin}
         obj = "chat.completion.chunk"

@@ -137,6 +137,7 @@ class Outcome:
     local_s: float = 0.0
     first_at: float | None = None  # perf_counter() when the first and the last token came
     last_at: float | None = None
+    tool_calls: list[dict] | None = None  # the answer called tools (OpenAI's shape)
 
 
 class Job:
@@ -169,6 +170,7 @@ class _Pump:
         self.head: dict[str, Any] | None = None
         self.finish = None
         self.timings = None
+        self.tool_calls = None
         self.cancelled = False
         self.first_at = self.last_at = None
 
@@ -202,7 +204,7 @@ class _Pump:
                 else:
                     self.pieces.append(p)
                 if ev.finish_reason:  # the last event: let the stream end by itself (a Router logs it complete)
-                    self.finish, self.timings = ev.finish_reason, ev.timings
+                    self.finish, self.timings, self.tool_calls = ev.finish_reason, ev.timings, ev.tool_calls
                     continue
                 if job.cancel.is_set():
                     self.cancelled = True
@@ -232,7 +234,8 @@ class _Pump:
             info = {**head, "timings": clean(t.as_dict()) if t is not None else None}
             prompt, local_s = (t.prompt_tokens if t is not None else 0), 0.0
         return Outcome(head["tier"], head["trigger"], head["degraded"], info, prompt, self.n, self.finish,
-                       "".join(p.text for p in self.pieces), self.pieces, self.cancelled, local_s, self.first_at, self.last_at)
+                       "".join(p.text for p in self.pieces), self.pieces, self.cancelled, local_s, self.first_at, self.last_at,
+                       self.tool_calls)
 
 
 def _head(decision, kind: str) -> dict[str, Any]:

@@ -93,7 +93,7 @@ PY
     --remote "http://127.0.0.1:$port/v1" --model smollm2 --decision-log "$out/decisions.jsonl"
   "$ek" run "$out/smollm2-gguf-q4_k_m" -p "Which animal is known as the king of the jungle?" -n 24 \
     --remote "http://127.0.0.1:$port/v1" --model smollm2 --decision-log "$out/decisions.jsonl"
-  step "6/10 serve: the OpenAI API over the same artifact and remote; the official openai client asks, the headers say who answered"
+  step "6/10 serve: the OpenAI API over the same artifact and remote; the official openai client asks (and makes a tool call), the headers say who answered"
   local sport=${EDGEKIT_DEMO_SERVE_PORT:-8090} serving
   "$ek" serve "$out/smollm2-gguf-q4_k_m" --remote "http://127.0.0.1:$port/v1" --model smollm2 --port "$sport" \
     --threads 1 --decision-log "$out/decisions.jsonl" --no-access-log >"$out/serve.log" 2>&1 &
@@ -118,6 +118,18 @@ for question in ("What is the chemical symbol for silver?", "Which animal is kno
         model="smollm2", messages=[{"role": "user", "content": question}], max_tokens=24)
     print(f"{question}\n  -> {raw.parse().choices[0].message.content.strip()!r}\n"
           f"  x-edgekit-tier: {raw.headers['x-edgekit-tier']}   x-edgekit-trigger: {raw.headers['x-edgekit-trigger']}")
+# a tool call: the arguments are held to the function's parameter schema token by token
+weather = {"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                          "required": ["city"], "additionalProperties": False}}}
+raw = client.chat.completions.with_raw_response.create(
+    model="smollm2", messages=[{"role": "user", "content": "What is the weather in Paris?"}], tools=[weather],
+    tool_choice="required", max_tokens=48)
+r = raw.parse()
+calls = r.choices[0].message.tool_calls or []
+print("What is the weather in Paris? (tools: get_weather)\n  -> "
+      + ("; ".join(f"tool call {c.function.name}({c.function.arguments})" for c in calls) or repr(r.choices[0].message.content))
+      + f"   finish_reason: {r.choices[0].finish_reason}   x-edgekit-tier: {raw.headers['x-edgekit-tier']}")
 PY
   kill -TERM "$serving" && wait "$serving"  # graceful: exits 0 once in-flight requests are done
   trap 'kill $server 2>/dev/null || true' EXIT

@@ -83,6 +83,22 @@ def format_option(json_schema: Path | None, regex: str | None, grammar: Path | N
     return None
 
 
+def tools_option(path: Path | None, choice: str) -> dict:
+    """tools= and tool_choice= of --tools FILE and --tool-choice (a function's name: that function)."""
+    if path is None:
+        return {}
+    from edgekit.fileio import parse_json
+
+    try:
+        tools = parse_json(_read_option_file(path, "--tools"))
+    except ValueError as exc:
+        raise ConfigError(f"--tools {path} is not valid JSON ({exc}): pass a file with OpenAI's tools list",
+                          param="--tools") from exc
+    if choice not in ("auto", "required", "none"):
+        choice = {"type": "function", "function": {"name": choice}}
+    return {"tools": tools, "tool_choice": choice}
+
+
 def _fmt_timings(t, tier: str) -> str:
     if tier == "remote":
         rate = f" ({t.decode_tokens / t.decode_s:.1f} chunks/s)" if t.decode_s > 0 else ""
@@ -101,8 +117,10 @@ def _fmt_confidence(c: dict[str, float], k: int | None) -> str:
     )
 
 
-def answer(target: Tier, request: tuple[str, Any], cfg: GenerationConfig, *, as_json: bool, first_k: int) -> str:
-    """Stream one answer of any tier to stdout (or collect it for --json), then report; returns the text.
+def answer(target: Tier, request: tuple[str, Any], cfg: GenerationConfig, *, as_json: bool, first_k: int
+           ) -> tuple[str, list[dict] | None]:
+    """Stream one answer of any tier to stdout (or collect it for --json), then report; returns the text and the
+    tool calls (None: the answer is text). A tool call is printed as ``tool call: name({arguments})``.
 
     ``request`` is ("chat", messages) or ("generate", prompt). A Router's stream carries its decision.
     """
@@ -110,18 +128,18 @@ def answer(target: Tier, request: tuple[str, Any], cfg: GenerationConfig, *, as_
 
     kind, payload = request
     events = target.stream_chat(payload, cfg) if kind == "chat" else target.stream(payload, cfg)
-    parts, probs, ents, timings, finish, parsed = [], [], [], None, None, None
+    parts, probs, ents, timings, finish, parsed, calls = [], [], [], None, None, None, None
     try:
         for ev in events:
             parts.append(ev.text)
             if not math.isnan(ev.prob):
                 probs.append(ev.prob)
                 ents.append(ev.entropy)
-            if not as_json and ev.text:
+            if not as_json and ev.text and cfg.tools is None:  # a tool call's text is printed as the call
                 sys.stdout.write(ev.text)
                 sys.stdout.flush()
             if ev.finish_reason:
-                timings, finish, parsed = ev.timings, ev.finish_reason, ev.parsed
+                timings, finish, parsed, calls = ev.timings, ev.finish_reason, ev.parsed, ev.tool_calls
     finally:
         close = getattr(events, "close", None)
         if close is not None:
@@ -137,8 +155,12 @@ def answer(target: Tier, request: tuple[str, Any], cfg: GenerationConfig, *, as_
             "timings": timings.as_dict() if timings else None, "confidence": conf, f"confidence_first_{first_k}": head,
             "decision": decision.as_dict() if decision is not None else None,
             **({"parsed": _jsonable(parsed)} if cfg.response_format is not None else {}),
+            **({"tool_calls": calls} if cfg.tools is not None else {}),
         })
-        return text
+        return text, calls
+    if cfg.tools is not None:
+        sys.stdout.write("".join(f"tool call: {c['function']['name']}({c['function']['arguments']})\n"
+                                 for c in calls) if calls else text)
     sys.stdout.write("\n")
     sys.stdout.flush()
     if timings is not None:
@@ -147,7 +169,7 @@ def answer(target: Tier, request: tuple[str, Any], cfg: GenerationConfig, *, as_
         err.print(_fmt_confidence(conf, None) + "  |  " + _fmt_confidence(head, first_k), markup=False)
     if decision is not None:
         err.print("decision: " + decision.line(), markup=False)
-    return text
+    return text, calls
 
 
 @app.command("run")
@@ -169,6 +191,8 @@ def run_cmd(
     json_schema: Optional[Path] = typer.Option(None, "--json-schema", help="Answer as JSON valid under this JSON Schema file (a bare schema, or OpenAI's response_format object).", show_default=False),
     regex: Optional[str] = typer.Option(None, "--regex", help="Answer with text matching this regular expression (whole answer).", show_default=False),
     grammar: Optional[Path] = typer.Option(None, "--grammar", help="Answer within this grammar file: Lark (llguidance's syntax) or llama.cpp's GBNF.", show_default=False),
+    tools: Optional[Path] = typer.Option(None, "--tools", help="Functions the model may call: a JSON file with OpenAI's tools list. A call prints as 'tool call: name({...})'; in --chat the next line is its result.", show_default=False),
+    tool_choice: str = typer.Option("auto", "--tool-choice", help="With --tools: auto, required, none, or a function's name.", show_default=True),
     routing: RoutingOptions = RoutingOptions(),  # --threads, --context and the router's options (edgekit/cli/routing.py)
     as_json: bool = json_option("Print one JSON object per answer (text, timings, confidence, decision) instead of streaming."),
 ):
@@ -190,13 +214,14 @@ def run_cmd(
         max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
         repetition_penalty=repeat_penalty, stop=tuple(stop), seed=seed,
         response_format=format_option(json_schema, regex, grammar),
+        **tools_option(tools, tool_choice),
     )
     if prompt == "-":
         prompt = sys.stdin.read()
     if prompt is not None and not prompt.strip():
         raise ConfigError("the prompt is empty: pass some text with -p")
-    if raw and (chat or system or template):
-        used = "--chat" if chat else "--system" if system else "--template"
+    if raw and (chat or system or template or tools):
+        used = "--chat" if chat else "--system" if system else "--template" if template else "--tools"
         raise ConfigError(f"--raw sends plain text without the chat template, {used} needs the template: pass one of them")
     router_cfg = router_config(routing)
     remote_llm = router_cfg.make_remote() if router_cfg is not None else None
@@ -222,6 +247,7 @@ def run_cmd(
 
 def _chat_loop(target: Tier, cfg: GenerationConfig, system: str | None, *, as_json: bool, first_k: int) -> None:
     history: list[dict] = [{"role": "system", "content": system}] if system else []
+    pending: list[dict] | None = None  # tool calls of the last answer, waiting for their result
     interactive = sys.stdin.isatty()
     while True:
         if interactive:
@@ -234,9 +260,16 @@ def _chat_loop(target: Tier, cfg: GenerationConfig, system: str | None, *, as_js
             break
         if not line.strip():
             continue
-        history.append({"role": "user", "content": line})
-        text = answer(target, ("chat", history), cfg, as_json=as_json, first_k=first_k)
-        history.append({"role": "assistant", "content": text})
+        if pending:  # the line after a tool call is that call's result
+            history.append({"role": "tool", "tool_call_id": pending[0]["id"], "content": line})
+        else:
+            history.append({"role": "user", "content": line})
+        text, calls = answer(target, ("chat", history), cfg, as_json=as_json, first_k=first_k)
+        history.append({"role": "assistant", "content": None, "tool_calls": calls} if calls else
+                       {"role": "assistant", "content": text})
+        pending = calls
+        if calls and interactive:
+            err.print("type the tool's result (one line)", markup=False)
 
 
 __all__ = ["run_cmd", "load_model"]

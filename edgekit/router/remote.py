@@ -55,7 +55,7 @@ from edgekit.errors import (
 from edgekit.fileio import parse_json
 from edgekit.router.formats import schema_form, use_json_object
 from edgekit.router.limits import Deadline, StreamLimits, completion_tokens, limit_text
-from edgekit.router.sse import chunks, error_detail, usage_counts
+from edgekit.router.sse import chunks, error_detail, message_of, usage_counts
 from edgekit.runtimes.base import (
     GenerationConfig,
     GenerationResult,
@@ -72,7 +72,7 @@ log = logging.getLogger("edgekit.remote")
 
 DEFAULT_KEY_ENV = "EDGEKIT_REMOTE_API_KEY"
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-_FINISH = {"length": "length"}  # OpenAI's "stop" does not say whether a stop string matched: report "eos"
+_FINISH = {"length": "length", "tool_calls": "tool_calls"}  # OpenAI's "stop" does not say whether a stop string matched: report "eos"
 
 
 class _Secret:
@@ -226,8 +226,8 @@ class RemoteLLM:
         if cfg.seed is not None:
             body["seed"] = cfg.seed
         fmt = cfg.response_format
-        if cfg.tools is not None and cfg.tools.format is not None:  # WIP: the answer's tool_calls are not read yet
-            raise ConfigError(f"{self.where()}: tools are not sent to a remote yet", param="tools")
+        if cfg.tools is not None:
+            body.update(cfg.tools.openai())
         if fmt is not None:
             if fmt.openai is None:
                 raise ConfigError(f"{self.where()} speaks OpenAI's API, which has no {fmt.type} response format: "
@@ -378,17 +378,9 @@ class RemoteLLM:
         total = time.perf_counter() - t0
         try:
             data = parse_json(response.content)
-            choice = data["choices"][0]
-            text = choice["message"].get("content") or ""
-            finish = choice.get("finish_reason")
-            if not isinstance(text, str):
-                raise TypeError("content is not a string")
-            if finish is not None and not isinstance(finish, str):
-                raise TypeError("finish_reason is not a string")
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise RemoteProtocolError(
-                f"{self.where()} answered something that is not a chat completion: {self.redact(response.text[:200])!r}"
-            ) from exc
+        except ValueError:
+            data = None
+        text, finish, calls = message_of(self, data, response.text)
         usage = usage_counts(data.get("usage")) or {}
         text, stopped = limit_text(text, cfg.stop)  # a server that ignores stop: cut here
         sent = completion_tokens(usage)
@@ -403,7 +395,7 @@ class RemoteLLM:
         )
         fmt = cfg.response_format
         return GenerationResult(text, [], "stop" if stopped else _FINISH.get(finish, "eos"), [], [], timings,
-                                parsed=None if fmt is None else parse_answer(fmt, text))
+                                parsed=None if fmt is None else parse_answer(fmt, text), tool_calls=calls)
 
     def _stream(self, body: dict[str, Any], cfg: GenerationConfig, at: tuple[float, str] | None) -> Iterator[TokenEvent]:
         import httpx
@@ -413,10 +405,10 @@ class RemoteLLM:
             t0 = time.perf_counter()
             response = self._open(body, deadline, read_body=False, attempts=attempts)
             timings, limits = Timings(), StreamLimits(cfg)
-            index, t_prev, sofar = 0, t0, []
+            index, t_prev, sofar, calls = 0, t0, [], []
             try:
                 with deadline.watch(response):
-                    for delta, finish, usage in chunks(self, response.iter_lines()):
+                    for delta, finish, usage in chunks(self, response.iter_lines(), calls):
                         if deadline.passed():  # a transport whose socket the watchdog cannot reach
                             raise RemoteTimeout(f"{self.where()} {deadline.describe()}")
                         if usage:
@@ -436,7 +428,7 @@ class RemoteLLM:
                             sofar.append(text)
                             parsed = parse_answer(cfg.response_format, "".join(sofar)) if done else None
                         yield TokenEvent(index, -1, text, math.nan, math.nan, done, timings if done else None,
-                                         parsed=parsed)
+                                         parsed=parsed, tool_calls=(calls or None) if done else None)
                         index += 1
                         if done:  # the answer is complete, or a limit ended it: stop reading (closes the stream)
                             return

@@ -367,7 +367,7 @@ class Router:
         run.finish_reason, run.text = result.finish_reason, [result.text]
         run.n_out = result.timings.decode_tokens + 1 if result.text else 0  # the server's usage
         return RoutedResult(result.text, [], result.finish_reason, [], [], result.timings, parsed=result.parsed,
-                            decision=d)
+                            tool_calls=result.tool_calls, decision=d)
 
     # ---- stream: released after the first tokens ----------------------------------------------
     def _stream(self, run: RoutedRequest) -> Iterator[TokenEvent]:

@@ -48,8 +48,10 @@ def sse_data(lines: Iterator[str]) -> Iterator[str]:
         yield "\n".join(data)
 
 
-def chunks(remote: Any, lines: Iterator[str]) -> Iterator[tuple[str, str | None, dict | None]]:
-    """(content delta, finish_reason, usage) per chat.completion.chunk, until ``[DONE]``.
+def chunks(remote: Any, lines: Iterator[str], calls: list[dict] | None = None
+           ) -> Iterator[tuple[str, str | None, dict | None]]:
+    """(content delta, finish_reason, usage) per chat.completion.chunk, until ``[DONE]``; ``calls`` collects the
+    chunks' tool_calls deltas (:func:`merge_calls`).
 
     A body with no server-sent event at all (an HTML page, a JSON object of another API) is a
     :class:`RemoteProtocolError` quoting its start: retrying the same URL gets the same page. An empty
@@ -88,6 +90,8 @@ def chunks(remote: Any, lines: Iterator[str]) -> Iterator[tuple[str, str | None,
             delta = choice.get("delta") or {}
             content = delta.get("content") or ""
             finish = choice.get("finish_reason")
+            if calls is not None and delta.get("tool_calls"):
+                merge_calls(calls, delta["tool_calls"])
         except (AttributeError, IndexError, KeyError, TypeError) as exc:
             raise RemoteProtocolError(f"{remote.where()} sent a malformed chunk: {remote.redact(payload[:120])!r}") from exc
         if not isinstance(content, str):
@@ -102,6 +106,39 @@ def chunks(remote: Any, lines: Iterator[str]) -> Iterator[tuple[str, str | None,
         raise RemoteProtocolError(
             f"{remote.where()} answered a streaming request without a single server-sent event (its body starts "
             f"{body!r}): check that the URL is an OpenAI-compatible API base, e.g. http://host:port/v1")
+
+
+def merge_calls(calls: list[dict], deltas: list) -> None:
+    """Fold one chunk's tool_calls deltas into ``calls`` (OpenAI's stream: the id and name come first, the
+    arguments in pieces, each delta naming its call's ``index``). Raises TypeError/KeyError on another shape."""
+    for d in deltas:
+        i = d["index"]
+        while len(calls) <= i:
+            calls.append({"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
+        fn = d.get("function") or {}
+        calls[i]["id"] = d.get("id") or calls[i]["id"]
+        calls[i]["function"]["name"] += fn.get("name") or ""
+        calls[i]["function"]["arguments"] += fn.get("arguments") or ""
+
+
+def message_of(remote: Any, data: Any, raw: str) -> tuple[str, str | None, list[dict] | None]:
+    """(content, finish_reason, tool_calls) of a chat completion; RemoteProtocolError for any other body."""
+    try:
+        choice = data["choices"][0]
+        text = choice["message"].get("content") or ""
+        finish = choice.get("finish_reason")
+        calls = choice["message"].get("tool_calls") or None
+        if not isinstance(text, str):
+            raise TypeError("content is not a string")
+        if finish is not None and not isinstance(finish, str):
+            raise TypeError("finish_reason is not a string")
+        if calls is not None and not all(isinstance(c["function"]["name"], str)
+                                         and isinstance(c["function"]["arguments"], str) for c in calls):
+            raise TypeError("tool_calls are not OpenAI's")
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise RemoteProtocolError(
+            f"{remote.where()} answered something that is not a chat completion: {remote.redact(raw[:200])!r}") from exc
+    return text, finish, calls
 
 
 def usage_counts(value) -> dict[str, int] | None:
@@ -119,4 +156,4 @@ def usage_counts(value) -> dict[str, int] | None:
     return counts
 
 
-__all__ = ["sse_data", "chunks", "usage_counts", "error_detail"]
+__all__ = ["sse_data", "chunks", "merge_calls", "message_of", "usage_counts", "error_detail"]

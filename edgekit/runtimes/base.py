@@ -237,7 +237,11 @@ class Model:
 
     def stream(self, prompt: str, config: GenerationConfig | None = None, **overrides) -> Iterator[TokenEvent]:
         self.require_decoder("generate")
-        return self._stream_ids(self.tokenize(check_prompt(prompt), add_special=True), resolve_config(config, overrides))
+        cfg = resolve_config(config, overrides)
+        if cfg.tools is not None:
+            raise ConfigError("tools are for chat: use chat() or stream_chat() (the template shows them to the model)",
+                              param="tools")
+        return self._stream_ids(self.tokenize(check_prompt(prompt), add_special=True), cfg)
 
     def generate_ids(self, ids: Sequence[int], config: GenerationConfig | None = None, **overrides) -> GenerationResult:
         """Generate from token ids (no tokenization: exact prompt lengths for benchmarks)."""

@@ -5,7 +5,8 @@ maps onto :class:`~edgekit.runtimes.base.GenerationConfig` (``max_tokens`` or
 ``max_completion_tokens``, ``temperature``, ``top_p``, ``stop``, ``seed``; the
 extensions ``top_k``, ``repetition_penalty`` and ``ignore_eos`` that llama.cpp's and
 vLLM's servers also take; ``response_format``: OpenAI's ``text``, ``json_object`` and ``json_schema``, and
-edgekit's ``regex``, ``lark`` and ``choice``, see :mod:`edgekit.runtimes.constrain`). A field that only has a
+edgekit's ``regex``, ``lark`` and ``choice``, see :mod:`edgekit.runtimes.constrain`; ``tools``, ``tool_choice``
+and tool messages, see :mod:`edgekit.runtimes.tools`). A field that only has a
 harmless default (``n: 1``, ``presence_penalty: 0`` ...) is accepted at that
 default; any other value, and any field edgekit does not know, is a 400 in OpenAI's
 error shape that names the field, never silently ignored. ``user``, ``metadata`` and

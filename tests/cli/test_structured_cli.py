@@ -75,3 +75,29 @@ def test_run_help_names_the_constraint_options(cli):
     for option in ("--json-schema", "--regex", "--grammar"):
         assert option in proc.stdout
     assert "GBNF" in proc.stdout
+
+
+def test_tools_file_prints_the_call_and_chat_takes_its_result(cli, tmp_path):
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps([{"type": "function", "function": {
+        "name": "get_weather", "description": "Current weather in a city", "parameters": {
+            "type": "object", "additionalProperties": False, "required": ["city"],
+            "properties": {"city": {"type": "string"}}}}}]))
+    call = _run(cli, "-p", "What is the weather in Paris?", "--tools", str(tools), "--tool-choice", "required", "-n", "48")
+    assert call.returncode == 0, call.stderr
+    m = re.fullmatch(r"tool call: get_weather\((\{.*\})\)\n\n", call.stdout)
+    assert m and isinstance(json.loads(m.group(1))["city"], str)
+    as_json = _run(cli, "-p", "What is the weather in Paris?", "--tools", str(tools), "--tool-choice", "get_weather",
+                   "-n", "48", "--json")
+    out = json.loads(as_json.stdout)
+    assert out["finish_reason"] == "tool_calls" and out["tool_calls"][0]["function"]["name"] == "get_weather"
+    chat = cli("run", "packaged:smollm2-gguf", "--threads", "1", "--chat", "--tools", str(tools), "--tool-choice",
+               "required", "-n", "48", "--json", env=ENV, input='Weather in Oslo?\n{"celsius": -4}\n')
+    assert chat.returncode == 0, chat.stderr
+    dec, text, answers, i = json.JSONDecoder(), chat.stdout, [], 0
+    while text[i:].strip():
+        value, i = dec.raw_decode(text, len(text) - len(text[i:].lstrip()))
+        answers.append(value)
+    assert len(answers) == 2 and all(a["finish_reason"] == "tool_calls" for a in answers)  # the result went back in
+    raw = _run(cli, "--raw", "-p", "hi", "--tools", str(tools))
+    assert raw.returncode == 2 and "--tools needs the template" in error_line(raw)

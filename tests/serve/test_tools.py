@@ -87,3 +87,26 @@ def test_bad_tools_are_400s(server, tools, choice, param, words):
     with pytest.raises(openai.BadRequestError) as exc:
         c.chat.completions.create(model="smollm2", messages=ASK, tools=tools, max_tokens=8, **kw)
     assert exc.value.body["param"] == param and words in exc.value.body["message"]
+
+
+def test_tools_go_to_the_remote_and_its_calls_come_back(serve_app, server, broken_local):
+    """The local model fails; the router's remote is another edgekit serve (a real OpenAI-compatible server
+    that calls tools): the tools go with the request, the calls come back, streamed and not."""
+    from edgekit.router import Policy, RemoteLLM, Router
+
+    remote = RemoteLLM(server.base, "smollm2", api_key=CLIENT_KEY, timeout=120, deadline_s=600)
+    router = Router(broken_local, remote, Policy(threshold=0.0))
+    try:
+        r = router.chat(ASK, tools=TOOLS, tool_choice="required", max_tokens=64)
+        assert r.decision.tier == "remote" and r.finish_reason == "tool_calls" and len(r.tool_calls) == 1
+        args = json.loads(r.tool_calls[0]["function"]["arguments"])
+        jsonschema.validate(args, {t["function"]["name"]: t["function"]["parameters"]
+                                   for t in TOOLS}[r.tool_calls[0]["function"]["name"]])
+        events = list(router.stream_chat(ASK, tools=TOOLS, tool_choice="required", max_tokens=64))
+        assert events[-1].finish_reason == "tool_calls" and events[-1].tool_calls[0]["function"] == r.tool_calls[0]["function"]
+        front = serve_app(router)
+        msg = client(front.base, key="unused").chat.completions.create(
+            model="m", messages=ASK, tools=TOOLS, tool_choice="required", max_tokens=64).choices[0]
+        assert msg.finish_reason == "tool_calls" and msg.message.tool_calls[0].function.name == r.tool_calls[0]["function"]["name"]
+    finally:
+        remote.close()

@@ -126,6 +126,8 @@ def test_streamed_schema_answer_and_the_clients_parse(server):
     ({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": {
         "a": {"type": "strin"}}}}}, "strin"),
     ({"type": "regex", "pattern": "(("}, "unclosed group"),
+    ({"type": "json_schema", "json_schema": {"name": "x", "schema": {  # a keyword llguidance does not implement
+        "type": "object", "dependentSchemas": {"a": {"required": ["b"]}}}}}, 'Unimplemented keys: ["dependentSchemas"]'),
     ({"type": "xml"}, "is not a format edgekit knows"),
     ({"type": "json_schema"}, "needs 'json_schema'"),
 ])

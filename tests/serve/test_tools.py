@@ -73,6 +73,11 @@ def test_a_tool_result_round_trip(server):
                   {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"celsius": 18, "sky": "sunny"})}]
     answer = c.chat.completions.create(model="smollm2", messages=conv, tools=TOOLS, tool_choice="none", max_tokens=32)
     assert answer.choices[0].finish_reason in ("stop", "length") and answer.choices[0].message.content
+    calls, text, finishes = _streamed(c, messages=conv, tools=TOOLS, tool_choice="none", max_tokens=32)
+    assert text == answer.choices[0].message.content and not calls and finishes == [answer.choices[0].finish_reason]
+    again = c.chat.completions.create(model="smollm2", messages=conv, tools=TOOLS, tool_choice="required", max_tokens=64)
+    assert again.choices[0].finish_reason == "tool_calls"  # a second call after the result: the loop goes on
+    _valid(again.choices[0].message.tool_calls[0])
 
 
 @pytest.mark.parametrize("tools, choice, param, words", [

@@ -150,9 +150,9 @@ def test_code_typed_against_tier_takes_every_tier(tier, capsys):
     else:
         assert all(s.score == 0.0 and s.probs == [] for s in samples)  # no probabilities: nothing to score
 
-    text = answer(tier, ("chat", MESSAGES), GenerationConfig(max_tokens=8), as_json=True, first_k=8)
+    text, calls = answer(tier, ("chat", MESSAGES), GenerationConfig(max_tokens=8), as_json=True, first_k=8)
     out = json.loads(capsys.readouterr().out)
-    assert out["text"] == text == tier.chat(MESSAGES, max_tokens=8).text
+    assert out["text"] == text == tier.chat(MESSAGES, max_tokens=8).text and calls is None  # no tools: text
     assert out["tier"] == ("local" if has_tokens(tier) else "remote")
     assert (out["confidence"] is not None) == has_tokens(tier)
     assert (out["decision"] is not None) == isinstance(tier, Router)

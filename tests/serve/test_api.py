@@ -128,7 +128,7 @@ def _post(server, body, **kw):
 
 @pytest.mark.parametrize("body, param", [
     ({"messages": QUESTION, "n": 2}, "n"),
-    ({"messages": QUESTION, "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+    ({"messages": QUESTION, "tools": [{"type": "code_interpreter"}]}, "tools"),  # only function tools
     ({"messages": QUESTION, "frobnicate": True}, "frobnicate"),
     ({"messages": QUESTION, "temperature": 3}, "temperature"),
     ({"messages": QUESTION, "max_tokens": 0}, "max_tokens"),

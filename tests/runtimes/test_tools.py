@@ -10,22 +10,13 @@ import pytest
 
 from edgekit.errors import ConfigError
 from edgekit.runtimes.tools import parse_calls, template_takes_tools, tool_set
+from tests.tools_data import ASK, SCHEMAS, TOOLS, WEATHER
 
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "Current weather in a city",
-    "parameters": {"type": "object", "additionalProperties": False, "required": ["city"],
-                   "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}}}}
-ADD = {"type": "function", "function": {
-    "name": "add", "description": "Add two numbers",
-    "parameters": {"type": "object", "additionalProperties": False, "required": ["a", "b"],
-                   "properties": {"a": {"type": "number"}, "b": {"type": "number"}}}}}
-TOOLS = [WEATHER, ADD]
-ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
 def _check(call: dict) -> dict:
     assert call["type"] == "function" and call["id"].startswith("call_")
-    spec = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}[call["function"]["name"]]
+    spec = SCHEMAS[call["function"]["name"]]
     args = json.loads(call["function"]["arguments"])
     jsonschema.validate(args, spec)
     return args

@@ -9,17 +9,8 @@ import openai
 import pytest
 
 from tests.serve.conftest import CLIENT_KEY, client
+from tests.tools_data import ASK, SCHEMAS, TOOLS
 
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "Current weather in a city",
-    "parameters": {"type": "object", "additionalProperties": False, "required": ["city"],
-                   "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}}}}
-ADD = {"type": "function", "function": {
-    "name": "add", "description": "Add two numbers",
-    "parameters": {"type": "object", "additionalProperties": False, "required": ["a", "b"],
-                   "properties": {"a": {"type": "number"}, "b": {"type": "number"}}}}}
-TOOLS = [WEATHER, ADD]
-ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
 @pytest.fixture
@@ -28,7 +19,7 @@ def server(serve_app, local_gguf):
 
 
 def _valid(call) -> dict:
-    spec = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}[call.function.name]
+    spec = SCHEMAS[call.function.name]
     args = json.loads(call.function.arguments)
     jsonschema.validate(args, spec)
     return args

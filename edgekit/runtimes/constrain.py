@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +63,10 @@ class ResponseFormat:
         return json.loads(text)
 
 
-_CACHE: dict[str, ResponseFormat] = {}
+# compiled formats by their spec, least recently used first: bounded, since a long-running `serve` meets as many
+# schemas as its clients send
+_CACHE: OrderedDict[str, ResponseFormat] = OrderedDict()
+_CACHE_SIZE = 256
 _CACHE_LOCK = threading.Lock()
 
 
@@ -87,11 +91,14 @@ def response_format(spec: Any) -> ResponseFormat | None:
     key = json.dumps(spec, sort_keys=True, default=str) + (f"|{model.__module__}.{model.__qualname__}" if model else "")
     with _CACHE_LOCK:
         hit = _CACHE.get(key)
-    if hit is not None:
-        return hit
+        if hit is not None:
+            _CACHE.move_to_end(key)
+            return hit
     fmt = _compile(spec, model)
     with _CACHE_LOCK:
         _CACHE[key] = fmt
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
     return fmt
 
 

@@ -175,3 +175,16 @@ def test_a_format_compiles_once():
     assert response_format({"type": "text"}) is None and response_format(None) is None
     assert first.openai == spec and first.schema == ORDER
     assert response_format({"type": "regex", "pattern": "a+"}).openai is None  # OpenAI's API has no regex format
+
+
+def test_the_compiled_format_cache_is_bounded():
+    from edgekit.runtimes import constrain
+
+    first = response_format({"type": "regex", "pattern": "bounded-0"})
+    for i in range(1, constrain._CACHE_SIZE + 1):  # as many new formats as the cache holds: the first is evicted
+        response_format({"type": "regex", "pattern": f"bounded-{i}"})
+    assert len(constrain._CACHE) == constrain._CACHE_SIZE
+    again = response_format({"type": "regex", "pattern": "bounded-0"})
+    assert again is not first and again.grammar == first.grammar  # compiled again, to the same grammar
+    recent = response_format({"type": "regex", "pattern": f"bounded-{constrain._CACHE_SIZE}"})
+    assert response_format({"type": "regex", "pattern": f"bounded-{constrain._CACHE_SIZE}"}) is recent
